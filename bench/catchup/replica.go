@@ -1,0 +1,298 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/quire-ha/quire/apply"
+	"github.com/quire-ha/quire/binlog"
+)
+
+// replicaSettings are the my.cnf lines of every replica, Quire's and
+// MariaDB's alike, beyond commonSettings. binlog_ignore_db=quire keeps
+// Quire's restart-row updates out of the replica's binlog (as
+// docs/applier.md recommends), as MariaDB keeps its mysql.gtid_slave_pos
+// updates out.
+var replicaSettings = []string{
+	"binlog_ignore_db=quire",
+}
+
+// config is one way of applying the stream.
+type config struct {
+	quire bool
+	// Quire: channels and block size (shard commit order).
+	channels, block int
+	// MariaDB: slave_parallel_threads and slave_parallel_mode.
+	threads int
+	mode    string
+}
+
+func (c config) replicator() string {
+	if c.quire {
+		return "Quire"
+	}
+	return "MariaDB"
+}
+
+// parallelism is the channel or thread count.
+func (c config) parallelism() int {
+	if c.quire {
+		return c.channels
+	}
+	return c.threads
+}
+
+// detail is the block size or the parallel mode.
+func (c config) detail() string {
+	if c.quire {
+		return "block " + strconv.Itoa(c.block)
+	}
+	if c.threads == 0 {
+		return "serial"
+	}
+	return c.mode
+}
+
+func (c config) String() string {
+	if c.quire {
+		return fmt.Sprintf("Quire %d channels, block %d", c.channels, c.block)
+	}
+	if c.threads == 0 {
+		return "MariaDB slave_parallel_threads=0"
+	}
+	return fmt.Sprintf("MariaDB slave_parallel_threads=%d, %s", c.threads, c.mode)
+}
+
+// measurement is one configuration's catch-up on one stream.
+type measurement struct {
+	variant    string
+	round      int
+	cfg        config
+	elapsed    time.Duration
+	tx         uint64
+	binlog     binlogCounters // the replica's, during the catch-up
+	loadBefore string
+	loadAfter  string
+	verified   bool // every table's checksum equals the source's
+	mismatch   string
+}
+
+func (m measurement) txPerSec() float64 { return float64(m.tx) / m.elapsed.Seconds() }
+
+// catchUp applies the stream to a fresh copy of the snapshot with cfg and
+// checks the result against the source's checksums.
+func catchUp(ctx context.Context, root string, serverID uint32, snapshot string, src *server, st stream, cfg config,
+	tables []string, want map[string]string, timeout time.Duration, logger *slog.Logger) (m measurement, err error) {
+	m.cfg, m.tx = cfg, st.records
+	rep, err := cloneServer(ctx, root, "replica", serverID, snapshot, replicaSettings)
+	if err != nil {
+		return m, err
+	}
+	defer func() {
+		if rerr := rep.remove(); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}()
+	db, err := rep.open(2)
+	if err != nil {
+		return m, err
+	}
+	defer db.Close()
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	// Both replicators start with the stream on the replica's disk: Quire's
+	// in its transaction log, MariaDB's in its relay log (fetched first).
+	if !cfg.quire {
+		if err := fetchRelayLog(rctx, rep, src, st, cfg); err != nil {
+			return m, err
+		}
+	}
+	before, err := readBinlogCounters(rctx, db)
+	if err != nil {
+		return m, err
+	}
+	m.loadBefore = loadAverage()
+	if cfg.quire {
+		m.elapsed, err = applyQuire(rctx, rep, st, cfg, logger)
+	} else {
+		m.elapsed, err = applyMariaDB(rctx, rep, st)
+	}
+	m.loadAfter = loadAverage()
+	if err != nil {
+		if ctx.Err() == nil && rctx.Err() != nil {
+			return m, fmt.Errorf("%s: not caught up after %s: %w", cfg, timeout, err)
+		}
+		return m, fmt.Errorf("%s: %w", cfg, err)
+	}
+	after, err := readBinlogCounters(ctx, db)
+	if err != nil {
+		return m, err
+	}
+	m.binlog = binlogCounters{commits: after.commits - before.commits, groups: after.groups - before.groups}
+	got, err := checksums(ctx, db, tables)
+	if err != nil {
+		return m, err
+	}
+	m.verified = true
+	for _, t := range tables {
+		if got[t] != want[t] {
+			m.verified = false
+			m.mismatch += fmt.Sprintf(" %s: replica %s, source %s;", t, got[t], want[t])
+		}
+	}
+	return m, nil
+}
+
+// applyQuire runs Quire's applier on the replica until it has applied every
+// record of the stream, and returns how long that took from the start of
+// Run.
+func applyQuire(ctx context.Context, rep *server, st stream, cfg config, logger *slog.Logger) (time.Duration, error) {
+	a, err := apply.New(apply.Config{
+		DSN:         rep.config().FormatDSN(),
+		Channels:    cfg.channels,
+		BlockSize:   cfg.block,
+		CommitOrder: apply.CommitShard,
+		Logger:      logger,
+	})
+	if err != nil {
+		return 0, err
+	}
+	var ci apply.Watermark
+	ci.Set(st.records) // the whole stream is committed
+	src := apply.SourceFunc(func(from uint64) (apply.Reader, error) {
+		r, err := st.log.NewReader(from)
+		if err != nil {
+			return nil, err
+		}
+		return r, nil
+	})
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	runErr := make(chan error, 1)
+	applied := make(chan error, 1)
+	start := time.Now()
+	go func() { runErr <- a.Run(runCtx, src, &ci) }()
+	go func() { applied <- a.WaitApplied(runCtx, st.records) }()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-applied:
+			elapsed := time.Since(start)
+			stop()
+			rerr := <-runErr
+			if err != nil {
+				return 0, errors.Join(err, rerr)
+			}
+			return elapsed, nil
+		case err := <-runErr:
+			stop()
+			if err == nil {
+				err = errors.New("the applier's run ended")
+			}
+			return 0, fmt.Errorf("applied %d of %d records: %w", a.Applied(), st.records, err)
+		case <-tick.C:
+			// A stopped channel waits for an operator: nothing else will
+			// un-stop it.
+			s := a.Status()
+			for _, c := range append(s.Channels, s.Serial) {
+				if c.Stopped != nil {
+					stop()
+					<-runErr
+					return 0, fmt.Errorf("channel %d stopped: %w", c.Channel, c.Stopped)
+				}
+			}
+		}
+	}
+}
+
+// fetchRelayLog points the replica at the source and runs only the IO
+// thread until the whole stream is in the replica's relay log.
+func fetchRelayLog(ctx context.Context, rep, src *server, st stream, cfg config) error {
+	db, err := rep.open(1)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	mode := cfg.mode
+	if mode == "" {
+		mode = "conservative"
+	}
+	for _, q := range []string{
+		fmt.Sprintf("SET GLOBAL slave_parallel_threads = %d", cfg.threads),
+		fmt.Sprintf("SET GLOBAL slave_parallel_mode = '%s'", mode),
+		fmt.Sprintf("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%d, MASTER_USER='%s', MASTER_PASSWORD='%s', MASTER_LOG_FILE='%s', MASTER_LOG_POS=4, MASTER_USE_GTID=no",
+			src.port, dbUser, dbPassword, st.firstFile),
+		"START SLAVE IO_THREAD",
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("replica: %s: %w", q, err)
+		}
+	}
+	for {
+		s, err := queryRow(ctx, db, "SHOW SLAVE STATUS")
+		if err != nil {
+			return err
+		}
+		if s["Last_IO_Errno"] != "" && s["Last_IO_Errno"] != "0" {
+			return fmt.Errorf("replica IO thread: error %s: %s", s["Last_IO_Errno"], s["Last_IO_Error"])
+		}
+		pos, _ := strconv.ParseUint(s["Read_Master_Log_Pos"], 10, 64)
+		if (binlog.Position{File: s["Master_Log_File"], Pos: pos}).Compare(st.end) >= 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("replica IO thread at %s:%d, the stream ends at %s: %w", s["Master_Log_File"], pos, st.end, ctx.Err())
+		case <-time.After(50 * time.Millisecond): // poll interval
+		}
+	}
+}
+
+// applyMariaDB starts the replica's SQL thread and waits until
+// @@gtid_slave_pos is the stream's last GTID; it returns the time from
+// START SLAVE SQL_THREAD to then.
+func applyMariaDB(ctx context.Context, rep *server, st stream) (time.Duration, error) {
+	db, err := rep.open(2)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	start := time.Now()
+	if _, err := conn.ExecContext(ctx, "START SLAVE SQL_THREAD"); err != nil {
+		return 0, fmt.Errorf("START SLAVE SQL_THREAD: %w", err)
+	}
+	for n := 1; ; n++ {
+		var pos string
+		if err := conn.QueryRowContext(ctx, "SELECT @@gtid_slave_pos").Scan(&pos); err != nil {
+			return 0, fmt.Errorf("read @@gtid_slave_pos: %w", err)
+		}
+		if pos == st.lastGTID {
+			return time.Since(start), nil
+		}
+		if n%100 == 0 { // about every half second: did the SQL thread stop?
+			s, err := queryRow(ctx, db, "SHOW SLAVE STATUS")
+			if err != nil {
+				return 0, err
+			}
+			if s["Last_SQL_Errno"] != "0" || s["Slave_SQL_Running"] != "Yes" {
+				return 0, fmt.Errorf("replica SQL thread %s at %s: error %s: %s", s["Slave_SQL_Running"], pos, s["Last_SQL_Errno"], s["Last_SQL_Error"])
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("replica at GTID %s, the stream ends at %s: %w", pos, st.lastGTID, ctx.Err())
+		case <-time.After(5 * time.Millisecond): // poll interval
+		}
+	}
+}

@@ -1,0 +1,163 @@
+// Command quire is the operator's command-line tool for a Quire cluster.
+//
+//	quire version
+//	quire certs init  --dir DIR
+//	quire certs issue --dir DIR --name NODE --hosts HOST[,HOST...]
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/quire-ha/quire/buildinfo"
+	"github.com/quire-ha/quire/certs"
+)
+
+// errUsage marks errors that should be followed by the usage text.
+var errUsage = errors.New("usage")
+
+const usage = `quire — operate a Quire cluster
+
+Usage:
+  quire version
+  quire certs init  --dir DIR [--cn NAME]             create a CA for mutual TLS
+  quire certs issue --dir DIR --name NODE --hosts H,… issue a node certificate
+  quire log dump    --dir DIR [--from N] [--to N] [--json]
+                                                      print transaction-log records
+  quire channels    --agent H:P [--json]              a replica agent's applier channels (its /status)
+
+Cluster commands (talk to any manager):
+  quire status                                        cluster state and every node's positions
+  quire members [list]                                list the members
+  quire members add --id ID --mysql H:P --agent H:P [--manager H:P] [--priority N] [--no-primary]
+  quire members update --id ID [--mysql H:P] [--agent H:P] [--manager H:P] [--priority N]
+                    [--no-primary|--may-be-primary]
+  quire members remove --id ID
+  quire init --primary ID [--sync-set ID,...]         start epoch 1 with the first primary
+  quire set-k N                                       sync-set members that must hold a commit
+  quire set-policy strict|degrade                     what happens with fewer than K healthy
+  quire set-sync-set ID,...                           replace the sync set ("" for none)
+  quire set-settings [--failover-timeout D] [--anti-flap-window D]
+  quire ack-failover [--by NAME]                      lift the anti-flapping block
+  Flags of every cluster command:
+    --managers H:P,...  (env QUIRE_MANAGERS)   --json   --timeout D (default 15s)
+    --tls-ca F --tls-cert F --tls-key F  (env QUIRE_TLS_CA, QUIRE_TLS_CERT, QUIRE_TLS_KEY)  or  --insecure
+`
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "quire:", err)
+		if errors.Is(err, errUsage) {
+			fmt.Fprint(os.Stderr, "\n"+usage)
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("no command given: %w", errUsage)
+	}
+	switch args[0] {
+	case "version", "--version":
+		fmt.Fprintln(stdout, "quire", buildinfo.String())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	case "certs":
+		return runCerts(args[1:], stdout, stderr)
+	case "log":
+		return runLog(args[1:], stdout, stderr)
+	case "status":
+		return runStatus(args[1:], stdout, stderr)
+	case "channels":
+		return runChannels(args[1:], stdout, stderr)
+	case "members":
+		return runMembers(args[1:], stdout, stderr)
+	case "init":
+		return runInit(args[1:], stdout, stderr)
+	case "set-k":
+		return runSetK(args[1:], stdout, stderr)
+	case "set-policy":
+		return runSetPolicy(args[1:], stdout, stderr)
+	case "set-sync-set":
+		return runSetSyncSet(args[1:], stdout, stderr)
+	case "set-settings":
+		return runSetSettings(args[1:], stdout, stderr)
+	case "ack-failover":
+		return runAckFailover(args[1:], stdout, stderr)
+	}
+	return fmt.Errorf("unknown command %q: %w", args[0], errUsage)
+}
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%s: %v: %w", fs.Name(), err, errUsage)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%s: unexpected argument %q: %w", fs.Name(), fs.Arg(0), errUsage)
+	}
+	return nil
+}
+
+func runCerts(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("certs: say init or issue: %w", errUsage)
+	}
+	switch args[0] {
+	case "init":
+		fs := newFlags("certs init", stderr)
+		dir := fs.String("dir", "", "directory for the CA (created, mode 0700)")
+		cn := fs.String("cn", "Quire cluster CA", "common name of the CA")
+		if err := parse(fs, args[1:]); err != nil {
+			return err
+		}
+		if *dir == "" {
+			return fmt.Errorf("certs init: --dir is required: %w", errUsage)
+		}
+		if err := certs.InitCA(*dir, *cn); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "CA written to %s (%s, %s)\n", *dir, certs.CACert, certs.CAKey)
+		return nil
+	case "issue":
+		fs := newFlags("certs issue", stderr)
+		dir := fs.String("dir", "", "directory holding the CA")
+		out := fs.String("out", "", "directory for the node's files (default: --dir)")
+		name := fs.String("name", "", "node name (becomes the certificate's CN and a DNS SAN)")
+		hosts := fs.String("hosts", "", "comma-separated host names and IP addresses the node is reached at")
+		if err := parse(fs, args[1:]); err != nil {
+			return err
+		}
+		if *dir == "" || *name == "" {
+			return fmt.Errorf("certs issue: --dir and --name are required: %w", errUsage)
+		}
+		if *out == "" {
+			*out = *dir
+		}
+		var hs []string
+		for _, h := range strings.Split(*hosts, ",") {
+			if h = strings.TrimSpace(h); h != "" {
+				hs = append(hs, h)
+			}
+		}
+		if err := certs.Issue(*dir, *out, *name, hs); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "certificate for %s written to %s and %s\n", *name, certs.CertFile(*out, *name), certs.KeyFile(*out, *name))
+		return nil
+	}
+	return fmt.Errorf("certs: unknown subcommand %q: %w", args[0], errUsage)
+}

@@ -127,7 +127,7 @@ type gateMetrics struct {
 func newGateMetrics(reg prometheus.Registerer) (*gateMetrics, error) {
 	m := &gateMetrics{
 		ackWait: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "quire_semisync_ack_wait_seconds", Help: "Time from a transaction being durable in the primary's log to its semi-sync ACK.",
+			Name: "quire_semisync_ack_wait_seconds", Help: "Time from a transaction being durable in the primary's log to its semi-sync ACK (the replicas received it before that, while the primary fsynced).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
 		}),
 		commit:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "quire_semisync_commit_seqno", Help: "Commit index: highest seqno acknowledged to MariaDB."}),

@@ -337,8 +337,15 @@ func (a *Agent) runPrimary(ctx context.Context, epoch uint64) error {
 				break drain
 			}
 		}
-		if err := a.txl.AppendSync(batch...); err != nil {
+		// Append makes the records visible to the log streams at once, so
+		// the replicas receive and fsync them while this log fsyncs; the
+		// gate hears of them only once they are durable here too, so an
+		// ACK never covers a record this log could lose.
+		if err := a.txl.Append(batch...); err != nil {
 			return fmt.Errorf("agent: append seqnos %d..%d: %w", batch[0].Seqno, batch[len(batch)-1].Seqno, err)
+		}
+		if err := a.txl.Sync(); err != nil {
+			return fmt.Errorf("agent: fsync seqnos %d..%d: %w", batch[0].Seqno, batch[len(batch)-1].Seqno, err)
 		}
 		if err := gate.extracted(batch); err != nil {
 			return err

@@ -85,7 +85,7 @@ func Decide(h Hello, v LogView) (Verdict, uint64, error) {
 		return Accept, 0, nil
 	}
 	if prev > v.Last && h.LastEpoch == v.CurrentEpoch {
-		return 0, 0, &HelloError{OutOfRange, fmt.Sprintf("hello from %s: next seqno %d is beyond this log's end %d in the same epoch %d", h.Node, h.NextSeqno, v.Last, v.CurrentEpoch)}
+		return 0, 0, &HelloError{OutOfRange, fmt.Sprintf("hello from %s: next seqno %d is beyond this log's end %d in the same epoch %d (if the primary's agent has just restarted it is re-reading its binlog: the replica is accepted once it has caught up)", h.Node, h.NextSeqno, v.Last, v.CurrentEpoch)}
 	}
 	if prev < v.First {
 		// The record to compare with was purged: we cannot tell whether the

@@ -285,7 +285,7 @@ func (s *Server) commitIndex(commit CommitIndex) (uint64, <-chan struct{}) {
 	return commit.CommitIndex(), commit.Changed()
 }
 
-// send streams durable records from seqno from, and the commit index.
+// send streams written records from seqno from, and the commit index.
 func (s *Server) send(ctx context.Context, ss grpc.BidiStreamingServer[shippb.Up, shippb.Down], from uint64, sent *sentMark, commitSrc CommitIndex) error {
 	l := s.cfg.Log
 	r, err := l.NewReader(from)
@@ -297,15 +297,23 @@ func (s *Server) send(ctx context.Context, ss grpc.BidiStreamingServer[shippb.Up
 	var lastCommit uint64
 	next := from
 	for {
-		// Records are shipped only once durable in the primary's own log, so
-		// a primary crash never leaves replicas ahead of it.
+		// Records are shipped as soon as they are written to the primary's
+		// log, while its fsync runs: the replicas' fsyncs overlap the
+		// primary's instead of following it. This is safe because the
+		// primary's binlog already holds every extracted transaction
+		// durably (sync_binlog=1; the dump sends only synced events),
+		// extraction is deterministic, and the ack gate acknowledges
+		// nothing the primary's own log does not hold durably. After a
+		// power loss a replica may hold records past the restarted
+		// primary's log end: Decide refuses it (OutOfRange, it retries)
+		// until re-extraction has caught up with it.
 		logChanged := l.Changed()
 		commit, commitChanged := s.commitIndex(commitSrc)
-		durable := l.DurableSeqno()
-		if next <= durable {
+		written := l.LastSeqno()
+		if next <= written {
 			batch := &shippb.Batch{}
 			size := 0
-			for next <= durable && len(batch.Records) < s.cfg.BatchRecords && (size < s.cfg.BatchBytes || len(batch.Records) == 0) {
+			for next <= written && len(batch.Records) < s.cfg.BatchRecords && (size < s.cfg.BatchBytes || len(batch.Records) == 0) {
 				rec, ok, err := r.TryNext()
 				if err != nil {
 					return status.Errorf(codes.Internal, "read log at seqno %d: %v", next, err)

@@ -16,6 +16,8 @@ type metrics struct {
 	stopped    *prometheus.GaugeVec
 	waits      *prometheus.CounterVec
 	skipped    prometheus.Counter
+	blockSize  *prometheus.HistogramVec
+	queue      *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -52,11 +54,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "quire", Subsystem: "apply", Name: "operator_skips_total",
 			Help: "Records skipped by an operator.",
 		}),
+		blockSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "quire", Subsystem: "apply", Name: "block_size_transactions",
+			Help:    "Source transactions per committed block.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024},
+		}, []string{"channel"}),
+		queue: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "quire", Subsystem: "apply", Name: "queue_depth",
+			Help: "Records dispatched to the channel and not yet taken by it, as of its last commit.",
+		}, []string{"channel"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.seqno, m.txs, m.blocks, m.serialized, m.retries, m.stopped, m.waits, m.skipped} {
+	for _, c := range []prometheus.Collector{m.seqno, m.txs, m.blocks, m.serialized, m.retries, m.stopped, m.waits, m.skipped, m.blockSize, m.queue} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("apply: register metrics: %w", err)
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // shapedWorkload runs clients concurrent sessions of single-schema write
@@ -164,7 +165,8 @@ func TestWorkloadShapes(t *testing.T) {
 					hotRecs++
 				}
 			}
-			a, err := New(Config{DSN: rep.DSN(""), Channels: 8, BlockSize: block, Shards: ShardConfig{Critical: []string{"s7"}},
+			reg := prometheus.NewRegistry()
+			a, err := New(Config{DSN: rep.DSN(""), Channels: 8, BlockSize: block, Shards: ShardConfig{Critical: []string{"s7"}}, Registerer: reg,
 				Logger: slog.New(slog.NewTextHandler(testLogger(t), &slog.HandlerOptions{Level: slog.LevelWarn}))})
 			if err != nil {
 				t.Fatal(err)
@@ -190,6 +192,30 @@ func TestWorkloadShapes(t *testing.T) {
 			}
 			if parallel+st.Serial.Transactions != uint64(len(recs)) {
 				t.Errorf("channels ran %d + serial %d records, want %d", parallel, st.Serial.Transactions, len(recs))
+			}
+			// The block-size histogram accounts for every record and block.
+			var blocks, inBlocks uint64
+			for _, c := range append(st.Channels, st.Serial) {
+				blocks += c.Blocks
+			}
+			mfs, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var hBlocks uint64
+			for _, mf := range mfs {
+				if mf.GetName() == "quire_apply_block_size_transactions" {
+					for _, m := range mf.GetMetric() {
+						hBlocks += m.GetHistogram().GetSampleCount()
+						inBlocks += uint64(m.GetHistogram().GetSampleSum())
+					}
+				}
+			}
+			if hBlocks != blocks || inBlocks != uint64(len(recs)) {
+				t.Errorf("block size histogram: %d blocks holding %d records; status says %d blocks, %d records", hBlocks, inBlocks, blocks, len(recs))
+			}
+			if block > 1 && blocks >= uint64(len(recs)) {
+				t.Errorf("block size %d: %d blocks for %d records, no block held two", block, blocks, len(recs))
 			}
 			sameData(t, src.DB, rep.DB)
 			srcGTIDs, repGTIDs := binlogGTIDs(t, src), binlogGTIDs(t, rep)

@@ -550,6 +550,10 @@ func (w *worker) committed(jobs []*job) error {
 	l := channelLabel(w.id)
 	a.m.txs.WithLabelValues(l).Add(float64(len(jobs)))
 	a.m.blocks.WithLabelValues(l).Inc()
+	a.m.blockSize.WithLabelValues(l).Observe(float64(len(jobs)))
+	if w.id != SerialChannel {
+		a.m.queue.WithLabelValues(l).Set(float64(len(rs.chans[w.id].queue)))
+	}
 	if w.id == SerialChannel {
 		for ch := range rs.chans {
 			a.m.seqno.WithLabelValues(channelLabel(ch)).Set(float64(last.Seqno))

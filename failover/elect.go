@@ -1,4 +1,4 @@
-package semisync
+package failover
 
 import (
 	"cmp"
@@ -98,24 +98,24 @@ func Elect(in ElectionInput) (Election, error) {
 	set := make(map[string]bool, len(in.SyncSet))
 	for _, id := range in.SyncSet {
 		if id == "" {
-			return Election{}, errors.New("semisync: elect: empty member id in sync set")
+			return Election{}, errors.New("failover: elect: empty member id in sync set")
 		}
 		if set[id] {
-			return Election{}, fmt.Errorf("semisync: elect: member %q listed twice in sync set", id)
+			return Election{}, fmt.Errorf("failover: elect: member %q listed twice in sync set", id)
 		}
 		set[id] = true
 	}
 	if in.K < 0 || in.K > len(in.SyncSet) {
-		return Election{}, fmt.Errorf("semisync: elect: K=%d but the sync set %s has %d members", in.K, formatSet(in.SyncSet), len(in.SyncSet))
+		return Election{}, fmt.Errorf("failover: elect: K=%d but the sync set %s has %d members", in.K, formatSet(in.SyncSet), len(in.SyncSet))
 	}
 	e := Election{Need: len(in.SyncSet) - in.K + 1, LossPossibleSince: in.DegradedSince}
 	seen := make(map[string]bool, len(in.Reports))
 	for _, c := range in.Reports {
 		if c.ID == "" {
-			return Election{}, errors.New("semisync: elect: report with an empty replica id")
+			return Election{}, errors.New("failover: elect: report with an empty replica id")
 		}
 		if seen[c.ID] {
-			return Election{}, fmt.Errorf("semisync: elect: two reports from %q", c.ID)
+			return Election{}, fmt.Errorf("failover: elect: two reports from %q", c.ID)
 		}
 		seen[c.ID] = true
 		if !set[c.ID] {
@@ -149,4 +149,11 @@ func Elect(in ElectionInput) (Election, error) {
 		e.Reason += fmt.Sprintf("; degraded since seqno %d: transactions from it on may be lost", in.DegradedSince)
 	}
 	return e, nil
+}
+
+// formatSet renders a set of ids sorted, for messages.
+func formatSet(ids []string) string {
+	s := slices.Clone(ids)
+	slices.Sort(s)
+	return "{" + strings.Join(s, ", ") + "}"
 }

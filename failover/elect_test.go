@@ -1,22 +1,22 @@
-package semisync_test
+package failover_test
 
 import (
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/quire-ha/quire/semisync"
+	"github.com/quire-ha/quire/failover"
 )
 
-func cand(id string, epoch, seqno uint64, prio int) semisync.Candidate {
-	return semisync.Candidate{ID: id, Last: semisync.LogPosition{Epoch: epoch, Seqno: seqno}, Priority: prio}
+func cand(id string, epoch, seqno uint64, prio int) failover.Candidate {
+	return failover.Candidate{ID: id, Last: failover.LogPosition{Epoch: epoch, Seqno: seqno}, Priority: prio}
 }
 
 func TestElect(t *testing.T) {
 	abc := []string{"a", "b", "c"}
 	tests := []struct {
 		name    string
-		in      semisync.ElectionInput
+		in      failover.ElectionInput
 		safe    bool
 		best    string
 		have    int
@@ -27,78 +27,78 @@ func TestElect(t *testing.T) {
 	}{
 		{
 			name: "K=1 of 3 needs all three",
-			in:   semisync.ElectionInput{SyncSet: abc, K: 1, Reports: []semisync.Candidate{cand("a", 1, 10, 0), cand("b", 1, 12, 0)}},
+			in:   failover.ElectionInput{SyncSet: abc, K: 1, Reports: []failover.Candidate{cand("a", 1, 10, 0), cand("b", 1, 12, 0)}},
 			safe: false, best: "b", have: 2, need: 3, missing: []string{"c"},
 			reason: []string{"positions from 2 of 3", "need 3", "missing c"},
 		},
 		{
 			name: "K=1 of 3, all three",
-			in:   semisync.ElectionInput{SyncSet: abc, K: 1, Reports: []semisync.Candidate{cand("a", 1, 10, 0), cand("b", 1, 12, 0), cand("c", 1, 11, 0)}},
+			in:   failover.ElectionInput{SyncSet: abc, K: 1, Reports: []failover.Candidate{cand("a", 1, 10, 0), cand("b", 1, 12, 0), cand("c", 1, 11, 0)}},
 			safe: true, best: "b", have: 3, need: 3,
 			reason: []string{"most advanced b at 1/12"},
 		},
 		{
 			name: "K=2 of 3 needs two",
-			in:   semisync.ElectionInput{SyncSet: abc, K: 2, Reports: []semisync.Candidate{cand("c", 1, 7, 0), cand("a", 1, 9, 0)}},
+			in:   failover.ElectionInput{SyncSet: abc, K: 2, Reports: []failover.Candidate{cand("c", 1, 7, 0), cand("a", 1, 9, 0)}},
 			safe: true, best: "a", have: 2, need: 2, missing: []string{"b"},
 		},
 		{
 			name: "K=2 of 3, one is not enough",
-			in:   semisync.ElectionInput{SyncSet: abc, K: 2, Reports: []semisync.Candidate{cand("c", 1, 7, 0)}},
+			in:   failover.ElectionInput{SyncSet: abc, K: 2, Reports: []failover.Candidate{cand("c", 1, 7, 0)}},
 			safe: false, best: "c", have: 1, need: 2, missing: []string{"a", "b"},
 		},
 		{
 			name: "K=|S| needs one",
-			in:   semisync.ElectionInput{SyncSet: abc, K: 3, Reports: []semisync.Candidate{cand("b", 2, 1, 0)}},
+			in:   failover.ElectionInput{SyncSet: abc, K: 3, Reports: []failover.Candidate{cand("b", 2, 1, 0)}},
 			safe: true, best: "b", have: 1, need: 1, missing: []string{"a", "c"},
 		},
 		{
 			name: "K=0 is never safe",
-			in:   semisync.ElectionInput{SyncSet: abc, K: 0, Reports: []semisync.Candidate{cand("a", 1, 1, 0), cand("b", 1, 1, 0), cand("c", 1, 1, 0)}},
+			in:   failover.ElectionInput{SyncSet: abc, K: 0, Reports: []failover.Candidate{cand("a", 1, 1, 0), cand("b", 1, 1, 0), cand("c", 1, 1, 0)}},
 			safe: false, best: "a", have: 3, need: 4,
 			reason: []string{"K=0"},
 		},
 		{
 			name: "empty sync set",
-			in:   semisync.ElectionInput{K: 0, Reports: []semisync.Candidate{cand("x", 1, 1, 0)}},
+			in:   failover.ElectionInput{K: 0, Reports: []failover.Candidate{cand("x", 1, 1, 0)}},
 			safe: false, best: "", have: 0, need: 1, ignored: []string{"x"},
 		},
 		{
 			name: "higher epoch beats higher seqno",
-			in:   semisync.ElectionInput{SyncSet: abc, K: 3, Reports: []semisync.Candidate{cand("a", 1, 90, 9), cand("b", 2, 50, 0)}},
+			in:   failover.ElectionInput{SyncSet: abc, K: 3, Reports: []failover.Candidate{cand("a", 1, 90, 9), cand("b", 2, 50, 0)}},
 			safe: true, best: "b", have: 2, need: 1, missing: []string{"c"},
 		},
 		{
 			name: "equal position: higher priority",
-			in:   semisync.ElectionInput{SyncSet: abc, K: 2, Reports: []semisync.Candidate{cand("a", 2, 50, 1), cand("b", 2, 50, 5), cand("c", 2, 49, 9)}},
+			in:   failover.ElectionInput{SyncSet: abc, K: 2, Reports: []failover.Candidate{cand("a", 2, 50, 1), cand("b", 2, 50, 5), cand("c", 2, 49, 9)}},
 			safe: true, best: "b", have: 3, need: 2,
 		},
 		{
 			name: "equal position and priority: lower id",
-			in:   semisync.ElectionInput{SyncSet: abc, K: 2, Reports: []semisync.Candidate{cand("c", 2, 50, 1), cand("b", 2, 50, 1)}},
+			in:   failover.ElectionInput{SyncSet: abc, K: 2, Reports: []failover.Candidate{cand("c", 2, 50, 1), cand("b", 2, 50, 1)}},
 			safe: true, best: "b", have: 2, need: 2, missing: []string{"a"},
 		},
 		{
 			name: "reports outside the sync set neither count nor win",
-			in: semisync.ElectionInput{SyncSet: abc, K: 2, Reports: []semisync.Candidate{
+			in: failover.ElectionInput{SyncSet: abc, K: 2, Reports: []failover.Candidate{
 				cand("z", 3, 99, 9), cand("a", 2, 10, 0), cand("y", 1, 1, 0)}},
 			safe: false, best: "a", have: 1, need: 2, missing: []string{"b", "c"}, ignored: []string{"y", "z"},
 		},
 		{
 			name: "empty logs",
-			in:   semisync.ElectionInput{SyncSet: []string{"a", "b"}, K: 1, Reports: []semisync.Candidate{cand("b", 0, 0, 0), cand("a", 0, 0, 0)}},
+			in:   failover.ElectionInput{SyncSet: []string{"a", "b"}, K: 1, Reports: []failover.Candidate{cand("b", 0, 0, 0), cand("a", 0, 0, 0)}},
 			safe: true, best: "a", have: 2, need: 2,
 		},
 		{
 			name: "degraded: safe, but loss possible",
-			in:   semisync.ElectionInput{SyncSet: abc, K: 2, DegradedSince: 40, Reports: []semisync.Candidate{cand("a", 1, 39, 0), cand("b", 1, 45, 0)}},
+			in:   failover.ElectionInput{SyncSet: abc, K: 2, DegradedSince: 40, Reports: []failover.Candidate{cand("a", 1, 39, 0), cand("b", 1, 45, 0)}},
 			safe: true, best: "b", have: 2, need: 2, missing: []string{"c"},
 			reason: []string{"degraded since seqno 40"},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e, err := semisync.Elect(tt.in)
+			e, err := failover.Elect(tt.in)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -121,18 +121,18 @@ func TestElect(t *testing.T) {
 
 func TestElectInvalid(t *testing.T) {
 	tests := []struct {
-		in   semisync.ElectionInput
+		in   failover.ElectionInput
 		want string
 	}{
-		{semisync.ElectionInput{SyncSet: []string{"a", ""}, K: 1}, "empty member id"},
-		{semisync.ElectionInput{SyncSet: []string{"a", "a"}, K: 1}, `"a" listed twice`},
-		{semisync.ElectionInput{SyncSet: []string{"a"}, K: 2}, "K=2 but the sync set {a} has 1 members"},
-		{semisync.ElectionInput{SyncSet: []string{"a"}, K: -1}, "K=-1"},
-		{semisync.ElectionInput{SyncSet: []string{"a"}, K: 1, Reports: []semisync.Candidate{cand("a", 1, 1, 0), cand("a", 1, 2, 0)}}, `two reports from "a"`},
-		{semisync.ElectionInput{SyncSet: []string{"a"}, K: 1, Reports: []semisync.Candidate{cand("", 1, 1, 0)}}, "empty replica id"},
+		{failover.ElectionInput{SyncSet: []string{"a", ""}, K: 1}, "empty member id"},
+		{failover.ElectionInput{SyncSet: []string{"a", "a"}, K: 1}, `"a" listed twice`},
+		{failover.ElectionInput{SyncSet: []string{"a"}, K: 2}, "K=2 but the sync set {a} has 1 members"},
+		{failover.ElectionInput{SyncSet: []string{"a"}, K: -1}, "K=-1"},
+		{failover.ElectionInput{SyncSet: []string{"a"}, K: 1, Reports: []failover.Candidate{cand("a", 1, 1, 0), cand("a", 1, 2, 0)}}, `two reports from "a"`},
+		{failover.ElectionInput{SyncSet: []string{"a"}, K: 1, Reports: []failover.Candidate{cand("", 1, 1, 0)}}, "empty replica id"},
 	}
 	for _, tt := range tests {
-		_, err := semisync.Elect(tt.in)
+		_, err := failover.Elect(tt.in)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Elect(%+v) error = %v, want %q", tt.in, err, tt.want)
 		}
@@ -158,7 +158,7 @@ func TestElectFindsAcknowledged(t *testing.T) {
 				}
 				for reach := 0; reach < 1<<n; reach++ {
 					enough := popcount(reach) >= n-k+1
-					var reports []semisync.Candidate
+					var reports []failover.Candidate
 					for i, id := range set {
 						if reach&(1<<i) == 0 {
 							continue
@@ -169,7 +169,7 @@ func TestElectFindsAcknowledged(t *testing.T) {
 						}
 						reports = append(reports, cand(id, 1, s, i))
 					}
-					e, err := semisync.Elect(semisync.ElectionInput{SyncSet: set, K: k, Reports: reports})
+					e, err := failover.Elect(failover.ElectionInput{SyncSet: set, K: k, Reports: reports})
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -197,9 +197,9 @@ func popcount(x int) int {
 }
 
 func TestLogPositionCompare(t *testing.T) {
-	p := func(e, s uint64) semisync.LogPosition { return semisync.LogPosition{Epoch: e, Seqno: s} }
+	p := func(e, s uint64) failover.LogPosition { return failover.LogPosition{Epoch: e, Seqno: s} }
 	tests := []struct {
-		a, b semisync.LogPosition
+		a, b failover.LogPosition
 		want int
 	}{
 		{p(1, 5), p(1, 5), 0},

@@ -150,14 +150,26 @@ func applyConfig(cfg *config.Agent, log *slog.Logger) apply.Config {
 // (the applier's metrics are registered once); each replica role runs it.
 type replicaApply struct {
 	a      *Agent
-	floor  atomic.Uint64  // apply up to here even beyond the commit index (promotion)
-	ap     *apply.Applier // nil when the configuration was refused
-	newErr error          // why apply.New refused it
-	shards *apply.ShardMap
+	floor  atomic.Uint64 // apply up to here even beyond the commit index (promotion)
+	newErr error         // why apply.New refused the configuration
 	schema string
 	log    *slog.Logger
+	cfg    apply.Config    // the applier's configuration, Channels aside (channels.go)
+	reg    *swapRegisterer // the applier's metrics, replaced with the applier
+	// switchc carries channel count changes to the running role's loop.
+	switchc  chan *channelsReq
+	changing atomic.Bool // a SetChannels call is under way
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// ap is nil when the configuration was refused; a channel count change
+	// replaces it (with shards, count and swapped) between runs.
+	ap        *apply.Applier
+	shards    *apply.ShardMap
+	count     int           // ap's channels
+	swapped   chan struct{} // closed when ap is replaced
+	countNote string        // a channel count set over apply.channels (status warning)
+	runDone   chan struct{} // closed when the running role's loop ends; nil when none runs
+
 	recv     *ship.Receiver // of the running role; nil when none runs
 	runs     int
 	lastErr  error
@@ -197,9 +209,14 @@ func (a *Agent) replicaApplier() *replicaApply {
 	}
 	log := a.log.With("component", "apply")
 	cfg := applyConfig(a.cfg, log)
-	cfg.Registerer = a.reg
-	ra := &replicaApply{a: a, log: log, schema: "quire"}
-	ra.ap, ra.newErr = apply.New(cfg)
+	ra := &replicaApply{a: a, log: log, schema: "quire", reg: &swapRegisterer{Registerer: a.reg},
+		switchc: make(chan *channelsReq), swapped: make(chan struct{})}
+	cfg.Registerer = ra.reg
+	cfg.Channels, ra.countNote, ra.newErr = a.startChannels(log)
+	ra.cfg, ra.count = cfg, cfg.Channels
+	if ra.newErr == nil {
+		ra.ap, ra.newErr = apply.New(cfg)
+	}
 	if ra.newErr == nil {
 		ra.shards, ra.newErr = apply.NewShardMap(cfg.Shards, cfg.Channels)
 	}
@@ -295,8 +312,8 @@ func (ra *replicaApply) saw(rec *txlog.Record) {
 // below what the database holds.
 func (ra *replicaApply) keepFrom() uint64 {
 	hi := uint64(0)
-	if ra.ap != nil {
-		st := ra.ap.Status()
+	if ap := ra.applier(); ap != nil {
+		st := ap.Status()
 		hi = st.Applied
 		for _, c := range append(st.Channels, st.Serial) {
 			hi = max(hi, c.Seqno)
@@ -319,16 +336,19 @@ func (ra *replicaApply) raiseKeep(s uint64) {
 // channel cannot apply stay in Status and are retried with backoff; none
 // is skipped.
 func (ra *replicaApply) run(ctx context.Context, recv *ship.Receiver) {
+	runDone := make(chan struct{})
 	ra.mu.Lock()
 	ra.recv, ra.runs, ra.lastErr, ra.lastAt, ra.retryAt = recv, 0, nil, time.Time{}, time.Time{}
 	ra.base, ra.shardsOn, ra.ts, ra.retries, ra.rate = map[int]chanTotals{}, map[int]map[string]bool{}, map[uint64]uint32{}, map[uint64]*retryState{}, nil
+	ra.runDone = runDone
 	ra.mu.Unlock()
 	defer func() {
 		ra.mu.Lock()
-		ra.recv = nil
+		ra.recv, ra.runDone = nil, nil
 		ra.mu.Unlock()
+		close(runDone)
 	}()
-	if ra.ap == nil {
+	if ra.applier() == nil {
 		ra.failed(fmt.Errorf("agent: apply configuration: %w", ra.newErr), time.Time{})
 		<-ctx.Done()
 		return
@@ -348,38 +368,63 @@ func (ra *replicaApply) run(ctx context.Context, recv *ship.Receiver) {
 	ci := commitIndex{r: recv, floor: &ra.floor}
 	seeded := false
 	backoff := 100 * time.Millisecond
+	// confirm is a channel count change whose answer waits for the next
+	// run to start (channels.go).
+	var confirm *channelsReq
+	defer func() { confirm.answer(errors.New("the replica role stopped")) }()
 	for {
 		start := time.Now()
 		err := ra.prepare(ctx, &seeded)
+		var req *channelsReq
 		if err == nil {
 			ra.mu.Lock()
 			ra.runs++
+			ap := ra.ap
 			ra.mu.Unlock()
-			err = ra.ap.Run(ctx, src, ci)
-			ra.ended()
+			req, err = ra.runOnce(ctx, ap, src, ci, &confirm)
+			ra.ended(ap)
 		}
 		if ctx.Err() != nil {
 			return
 		}
-		if time.Since(start) > 30*time.Second {
+		if req == nil {
+			confirm = confirm.answer(err)
+			if time.Since(start) > 30*time.Second {
+				backoff = 100 * time.Millisecond
+			}
+			if errors.Is(err, apply.ErrGuard) {
+				backoff = 100 * time.Millisecond // a leftover session was committing: resume at once
+			}
+			if errors.Is(err, apply.ErrDrainFirst) {
+				// Retrying cannot help: the rows stay uneven until a drain
+				// with their channel count, which SetChannels does.
+				ra.refused(ctx, err)
+				select {
+				case <-ctx.Done():
+					return
+				case req = <-ra.switchc:
+				}
+			} else {
+				ra.failed(err, time.Now().Add(backoff))
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(backoff):
+				case req = <-ra.switchc:
+				}
+				backoff = min(backoff*2, 10*time.Second)
+			}
+		}
+		if req != nil {
+			confirm = ra.changeChannels(ctx, req, recv)
 			backoff = 100 * time.Millisecond
 		}
-		if errors.Is(err, apply.ErrGuard) {
-			backoff = 100 * time.Millisecond // a leftover session was committing: resume at once
-		}
-		ra.failed(err, time.Now().Add(backoff))
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 10*time.Second)
 	}
 }
 
-// ended adds an ended run's counts to the role's totals.
-func (ra *replicaApply) ended() {
-	st := ra.ap.Status()
+// ended adds the counts of ap's ended run to the role's totals.
+func (ra *replicaApply) ended(ap *apply.Applier) {
+	st := ap.Status()
 	ra.mu.Lock()
 	defer ra.mu.Unlock()
 	for _, c := range append(st.Channels, st.Serial) {
@@ -568,8 +613,9 @@ func rowRange(rows []apply.RestartRow) (lo, hi uint64) {
 func (ra *replicaApply) createRows(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
+	ap := ra.applier()
 	go func() {
-		done <- ra.ap.Run(ctx, apply.SourceFunc(func(from uint64) (apply.Reader, error) {
+		done <- ap.Run(ctx, apply.SourceFunc(func(from uint64) (apply.Reader, error) {
 			return ra.a.txl.NewReader(from)
 		}), &apply.Watermark{})
 	}()
@@ -582,7 +628,7 @@ func (ra *replicaApply) createRows(ctx context.Context) error {
 			return fmt.Errorf("agent: apply: create restart rows: %w", err)
 		case <-t.C:
 		}
-		if ra.ap.Status().Running {
+		if ap.Status().Running {
 			cancel()
 			<-done
 			return nil
@@ -648,7 +694,8 @@ func (ra *replicaApply) watch(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		st := ra.ap.Status()
+		ap := ra.applier()
+		st := ap.Status()
 		now := time.Now()
 		var due []uint64
 		ra.mu.Lock()
@@ -684,7 +731,7 @@ func (ra *replicaApply) watch(ctx context.Context) {
 		}
 		ra.mu.Unlock()
 		for _, s := range due {
-			if err := ra.ap.Retry(s); err != nil {
+			if err := ap.Retry(s); err != nil {
 				ra.log.Debug("apply: retry", "seqno", s, "err", err)
 			}
 		}
@@ -700,23 +747,23 @@ func (a *Agent) waitApplied(ctx context.Context, seqno uint64) error {
 	if role.Kind != RoleReplica || ra == nil {
 		return nil
 	}
-	if ra.ap == nil {
+	if ra.applier() == nil {
 		return fmt.Errorf("the applier's configuration is refused: %w", ra.newErr)
 	}
-	return ra.ap.WaitApplied(ctx, seqno)
+	return ra.waitApplied(ctx, seqno)
 }
 
 // status describes the applier of the running replica role, or nil.
 func (ra *replicaApply) status() *ApplyStatus {
 	ra.mu.Lock()
-	recv := ra.recv
+	recv, ap := ra.recv, ra.ap
 	ra.mu.Unlock()
 	if recv == nil {
 		return nil
 	}
 	var st apply.Status
-	if ra.ap != nil {
-		st = ra.ap.Status()
+	if ap != nil {
+		st = ap.Status()
 	}
 	commit := recv.CommitIndex()
 	now := time.Now()
@@ -725,6 +772,9 @@ func (ra *replicaApply) status() *ApplyStatus {
 	out := &ApplyStatus{
 		Running: st.Running, AppliedSeqno: st.Applied, CommitSeqno: commit, Inflight: st.Inflight,
 		Runs: ra.runs, Warnings: slices.Clone(ra.warnings),
+	}
+	if ra.countNote != "" {
+		out.Warnings = append(out.Warnings, ra.countNote)
 	}
 	// Before the first run of this process, the restart rows read by
 	// prepare are what is known.

@@ -260,3 +260,29 @@ func checkGateSpec(spec gateSpec, self string) error {
 	}
 	return nil
 }
+
+// SetChannels implements agentpb.AgentControlServer: it changes a
+// replica's applier channel count (Agent.SetChannels).
+func (c *control) SetChannels(ctx context.Context, req *agentpb.SetChannelsRequest) (*agentpb.SetChannelsResponse, error) {
+	if req.Count == 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "set channels: count is required (1..%d)", MaxChannels)
+	}
+	timeout := time.Duration(req.TimeoutMs) * time.Millisecond
+	if timeout == 0 {
+		timeout = 5 * time.Minute
+	}
+	ctx2, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	res, err := c.a.SetChannels(ctx2, int(min(req.Count, MaxChannels+1)))
+	if err != nil {
+		return nil, err
+	}
+	out := &agentpb.SetChannelsResponse{
+		OldCount: uint32(res.OldCount), Count: uint32(res.Count), DrainedSeqno: res.DrainedSeqno,
+		Running: res.Running, ConfigNote: res.ConfigNote, Status: c.status(ctx),
+	}
+	if res.ApplierErr != nil {
+		out.ApplierError = res.ApplierErr.Error()
+	}
+	return out, nil
+}

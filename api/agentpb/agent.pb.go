@@ -343,6 +343,158 @@ func (x *SetSyncSetRequest) GetPolicy() string {
 	return ""
 }
 
+type SetChannelsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// count is the new number of channels, 1..256.
+	Count uint32 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// timeout_ms bounds the drain and the restart (default 300000).
+	TimeoutMs     uint32 `protobuf:"varint,2,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetChannelsRequest) Reset() {
+	*x = SetChannelsRequest{}
+	mi := &file_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetChannelsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetChannelsRequest) ProtoMessage() {}
+
+func (x *SetChannelsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetChannelsRequest.ProtoReflect.Descriptor instead.
+func (*SetChannelsRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SetChannelsRequest) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *SetChannelsRequest) GetTimeoutMs() uint32 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+type SetChannelsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// old_count is the count the restart rows were written with (0: the
+	// replica had no restart rows yet).
+	OldCount uint32 `protobuf:"varint,1,opt,name=old_count,json=oldCount,proto3" json:"old_count,omitempty"`
+	Count    uint32 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// drained_seqno: every restart row was at it before the switch.
+	DrainedSeqno uint64 `protobuf:"varint,3,opt,name=drained_seqno,json=drainedSeqno,proto3" json:"drained_seqno,omitempty"`
+	// running: the applier runs with `count` channels; otherwise
+	// applier_error says why it has not started (the agent retries).
+	Running      bool   `protobuf:"varint,4,opt,name=running,proto3" json:"running,omitempty"`
+	ApplierError string `protobuf:"bytes,5,opt,name=applier_error,json=applierError,proto3" json:"applier_error,omitempty"`
+	// config_note, if set, tells the operator to update the configuration.
+	ConfigNote    string       `protobuf:"bytes,6,opt,name=config_note,json=configNote,proto3" json:"config_note,omitempty"`
+	Status        *AgentStatus `protobuf:"bytes,7,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetChannelsResponse) Reset() {
+	*x = SetChannelsResponse{}
+	mi := &file_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetChannelsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetChannelsResponse) ProtoMessage() {}
+
+func (x *SetChannelsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetChannelsResponse.ProtoReflect.Descriptor instead.
+func (*SetChannelsResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SetChannelsResponse) GetOldCount() uint32 {
+	if x != nil {
+		return x.OldCount
+	}
+	return 0
+}
+
+func (x *SetChannelsResponse) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *SetChannelsResponse) GetDrainedSeqno() uint64 {
+	if x != nil {
+		return x.DrainedSeqno
+	}
+	return 0
+}
+
+func (x *SetChannelsResponse) GetRunning() bool {
+	if x != nil {
+		return x.Running
+	}
+	return false
+}
+
+func (x *SetChannelsResponse) GetApplierError() string {
+	if x != nil {
+		return x.ApplierError
+	}
+	return ""
+}
+
+func (x *SetChannelsResponse) GetConfigNote() string {
+	if x != nil {
+		return x.ConfigNote
+	}
+	return ""
+}
+
+func (x *SetChannelsResponse) GetStatus() *AgentStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
 type AgentStatus struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	NodeId          string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -365,7 +517,7 @@ type AgentStatus struct {
 
 func (x *AgentStatus) Reset() {
 	*x = AgentStatus{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -377,7 +529,7 @@ func (x *AgentStatus) String() string {
 func (*AgentStatus) ProtoMessage() {}
 
 func (x *AgentStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -390,7 +542,7 @@ func (x *AgentStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentStatus.ProtoReflect.Descriptor instead.
 func (*AgentStatus) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AgentStatus) GetNodeId() string {
@@ -514,7 +666,20 @@ const file_agent_proto_rawDesc = "" +
 	"\x11SetSyncSetRequest\x12\x18\n" +
 	"\amembers\x18\x01 \x03(\tR\amembers\x12\f\n" +
 	"\x01k\x18\x02 \x01(\rR\x01k\x12\x16\n" +
-	"\x06policy\x18\x03 \x01(\tR\x06policy\"\xb7\x03\n" +
+	"\x06policy\x18\x03 \x01(\tR\x06policy\"I\n" +
+	"\x12SetChannelsRequest\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x02 \x01(\rR\ttimeoutMs\"\x82\x02\n" +
+	"\x13SetChannelsResponse\x12\x1b\n" +
+	"\told_count\x18\x01 \x01(\rR\boldCount\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\rR\x05count\x12#\n" +
+	"\rdrained_seqno\x18\x03 \x01(\x04R\fdrainedSeqno\x12\x18\n" +
+	"\arunning\x18\x04 \x01(\bR\arunning\x12#\n" +
+	"\rapplier_error\x18\x05 \x01(\tR\fapplierError\x12\x1f\n" +
+	"\vconfig_note\x18\x06 \x01(\tR\n" +
+	"configNote\x123\n" +
+	"\x06status\x18\a \x01(\v2\x1b.quire.agent.v1.AgentStatusR\x06status\"\xb7\x03\n" +
 	"\vAgentStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
@@ -534,7 +699,7 @@ const file_agent_proto_rawDesc = "" +
 	"\aserving\x18\v \x01(\bR\aserving\x12\x1b\n" +
 	"\tread_only\x18\f \x01(\bR\breadOnly\x12)\n" +
 	"\x10database_healthy\x18\r \x01(\bR\x0fdatabaseHealthy\x12\x18\n" +
-	"\aversion\x18\x0e \x01(\tR\aversion2\xba\x03\n" +
+	"\aversion\x18\x0e \x01(\tR\aversion2\x92\x04\n" +
 	"\fAgentControl\x12D\n" +
 	"\x06Status\x12\x1d.quire.agent.v1.StatusRequest\x1a\x1b.quire.agent.v1.AgentStatus\x12B\n" +
 	"\x05Fence\x12\x1c.quire.agent.v1.FenceRequest\x1a\x1b.quire.agent.v1.AgentStatus\x12B\n" +
@@ -542,7 +707,8 @@ const file_agent_proto_rawDesc = "" +
 	"\aPromote\x12\x1e.quire.agent.v1.PromoteRequest\x1a\x1b.quire.agent.v1.AgentStatus\x12F\n" +
 	"\aRepoint\x12\x1e.quire.agent.v1.RepointRequest\x1a\x1b.quire.agent.v1.AgentStatus\x12L\n" +
 	"\n" +
-	"SetSyncSet\x12!.quire.agent.v1.SetSyncSetRequest\x1a\x1b.quire.agent.v1.AgentStatusB'Z%github.com/quire-ha/quire/api/agentpbb\x06proto3"
+	"SetSyncSet\x12!.quire.agent.v1.SetSyncSetRequest\x1a\x1b.quire.agent.v1.AgentStatus\x12V\n" +
+	"\vSetChannels\x12\".quire.agent.v1.SetChannelsRequest\x1a#.quire.agent.v1.SetChannelsResponseB'Z%github.com/quire-ha/quire/api/agentpbb\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -556,34 +722,39 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_agent_proto_goTypes = []any{
-	(*StatusRequest)(nil),     // 0: quire.agent.v1.StatusRequest
-	(*FenceRequest)(nil),      // 1: quire.agent.v1.FenceRequest
-	(*DrainRequest)(nil),      // 2: quire.agent.v1.DrainRequest
-	(*PromoteRequest)(nil),    // 3: quire.agent.v1.PromoteRequest
-	(*RepointRequest)(nil),    // 4: quire.agent.v1.RepointRequest
-	(*SetSyncSetRequest)(nil), // 5: quire.agent.v1.SetSyncSetRequest
-	(*AgentStatus)(nil),       // 6: quire.agent.v1.AgentStatus
+	(*StatusRequest)(nil),       // 0: quire.agent.v1.StatusRequest
+	(*FenceRequest)(nil),        // 1: quire.agent.v1.FenceRequest
+	(*DrainRequest)(nil),        // 2: quire.agent.v1.DrainRequest
+	(*PromoteRequest)(nil),      // 3: quire.agent.v1.PromoteRequest
+	(*RepointRequest)(nil),      // 4: quire.agent.v1.RepointRequest
+	(*SetSyncSetRequest)(nil),   // 5: quire.agent.v1.SetSyncSetRequest
+	(*SetChannelsRequest)(nil),  // 6: quire.agent.v1.SetChannelsRequest
+	(*SetChannelsResponse)(nil), // 7: quire.agent.v1.SetChannelsResponse
+	(*AgentStatus)(nil),         // 8: quire.agent.v1.AgentStatus
 }
 var file_agent_proto_depIdxs = []int32{
-	0, // 0: quire.agent.v1.AgentControl.Status:input_type -> quire.agent.v1.StatusRequest
-	1, // 1: quire.agent.v1.AgentControl.Fence:input_type -> quire.agent.v1.FenceRequest
-	2, // 2: quire.agent.v1.AgentControl.Drain:input_type -> quire.agent.v1.DrainRequest
-	3, // 3: quire.agent.v1.AgentControl.Promote:input_type -> quire.agent.v1.PromoteRequest
-	4, // 4: quire.agent.v1.AgentControl.Repoint:input_type -> quire.agent.v1.RepointRequest
-	5, // 5: quire.agent.v1.AgentControl.SetSyncSet:input_type -> quire.agent.v1.SetSyncSetRequest
-	6, // 6: quire.agent.v1.AgentControl.Status:output_type -> quire.agent.v1.AgentStatus
-	6, // 7: quire.agent.v1.AgentControl.Fence:output_type -> quire.agent.v1.AgentStatus
-	6, // 8: quire.agent.v1.AgentControl.Drain:output_type -> quire.agent.v1.AgentStatus
-	6, // 9: quire.agent.v1.AgentControl.Promote:output_type -> quire.agent.v1.AgentStatus
-	6, // 10: quire.agent.v1.AgentControl.Repoint:output_type -> quire.agent.v1.AgentStatus
-	6, // 11: quire.agent.v1.AgentControl.SetSyncSet:output_type -> quire.agent.v1.AgentStatus
-	6, // [6:12] is the sub-list for method output_type
-	0, // [0:6] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	8, // 0: quire.agent.v1.SetChannelsResponse.status:type_name -> quire.agent.v1.AgentStatus
+	0, // 1: quire.agent.v1.AgentControl.Status:input_type -> quire.agent.v1.StatusRequest
+	1, // 2: quire.agent.v1.AgentControl.Fence:input_type -> quire.agent.v1.FenceRequest
+	2, // 3: quire.agent.v1.AgentControl.Drain:input_type -> quire.agent.v1.DrainRequest
+	3, // 4: quire.agent.v1.AgentControl.Promote:input_type -> quire.agent.v1.PromoteRequest
+	4, // 5: quire.agent.v1.AgentControl.Repoint:input_type -> quire.agent.v1.RepointRequest
+	5, // 6: quire.agent.v1.AgentControl.SetSyncSet:input_type -> quire.agent.v1.SetSyncSetRequest
+	6, // 7: quire.agent.v1.AgentControl.SetChannels:input_type -> quire.agent.v1.SetChannelsRequest
+	8, // 8: quire.agent.v1.AgentControl.Status:output_type -> quire.agent.v1.AgentStatus
+	8, // 9: quire.agent.v1.AgentControl.Fence:output_type -> quire.agent.v1.AgentStatus
+	8, // 10: quire.agent.v1.AgentControl.Drain:output_type -> quire.agent.v1.AgentStatus
+	8, // 11: quire.agent.v1.AgentControl.Promote:output_type -> quire.agent.v1.AgentStatus
+	8, // 12: quire.agent.v1.AgentControl.Repoint:output_type -> quire.agent.v1.AgentStatus
+	8, // 13: quire.agent.v1.AgentControl.SetSyncSet:output_type -> quire.agent.v1.AgentStatus
+	7, // 14: quire.agent.v1.AgentControl.SetChannels:output_type -> quire.agent.v1.SetChannelsResponse
+	8, // [8:15] is the sub-list for method output_type
+	1, // [1:8] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -597,7 +768,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

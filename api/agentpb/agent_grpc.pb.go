@@ -23,12 +23,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AgentControl_Status_FullMethodName     = "/quire.agent.v1.AgentControl/Status"
-	AgentControl_Fence_FullMethodName      = "/quire.agent.v1.AgentControl/Fence"
-	AgentControl_Drain_FullMethodName      = "/quire.agent.v1.AgentControl/Drain"
-	AgentControl_Promote_FullMethodName    = "/quire.agent.v1.AgentControl/Promote"
-	AgentControl_Repoint_FullMethodName    = "/quire.agent.v1.AgentControl/Repoint"
-	AgentControl_SetSyncSet_FullMethodName = "/quire.agent.v1.AgentControl/SetSyncSet"
+	AgentControl_Status_FullMethodName      = "/quire.agent.v1.AgentControl/Status"
+	AgentControl_Fence_FullMethodName       = "/quire.agent.v1.AgentControl/Fence"
+	AgentControl_Drain_FullMethodName       = "/quire.agent.v1.AgentControl/Drain"
+	AgentControl_Promote_FullMethodName     = "/quire.agent.v1.AgentControl/Promote"
+	AgentControl_Repoint_FullMethodName     = "/quire.agent.v1.AgentControl/Repoint"
+	AgentControl_SetSyncSet_FullMethodName  = "/quire.agent.v1.AgentControl/SetSyncSet"
+	AgentControl_SetChannels_FullMethodName = "/quire.agent.v1.AgentControl/SetChannels"
 )
 
 // AgentControlClient is the client API for AgentControl service.
@@ -54,6 +55,13 @@ type AgentControlClient interface {
 	// SetSyncSet sets the primary's ack gate: the replicas whose acks count,
 	// K and the policy.
 	SetSyncSet(ctx context.Context, in *SetSyncSetRequest, opts ...grpc.CallOption) (*AgentStatus, error)
+	// SetChannels changes a replica's applier channel count: it stops the
+	// applier, drains every channel to one seqno with the count the restart
+	// rows were written with (the highest committed seqno the agent holds),
+	// and restarts the applier with `count` channels. The count is kept in
+	// the agent's data directory and overrides apply.channels in its
+	// configuration until that says the same.
+	SetChannels(ctx context.Context, in *SetChannelsRequest, opts ...grpc.CallOption) (*SetChannelsResponse, error)
 }
 
 type agentControlClient struct {
@@ -124,6 +132,16 @@ func (c *agentControlClient) SetSyncSet(ctx context.Context, in *SetSyncSetReque
 	return out, nil
 }
 
+func (c *agentControlClient) SetChannels(ctx context.Context, in *SetChannelsRequest, opts ...grpc.CallOption) (*SetChannelsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetChannelsResponse)
+	err := c.cc.Invoke(ctx, AgentControl_SetChannels_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentControlServer is the server API for AgentControl service.
 // All implementations must embed UnimplementedAgentControlServer
 // for forward compatibility.
@@ -147,6 +165,13 @@ type AgentControlServer interface {
 	// SetSyncSet sets the primary's ack gate: the replicas whose acks count,
 	// K and the policy.
 	SetSyncSet(context.Context, *SetSyncSetRequest) (*AgentStatus, error)
+	// SetChannels changes a replica's applier channel count: it stops the
+	// applier, drains every channel to one seqno with the count the restart
+	// rows were written with (the highest committed seqno the agent holds),
+	// and restarts the applier with `count` channels. The count is kept in
+	// the agent's data directory and overrides apply.channels in its
+	// configuration until that says the same.
+	SetChannels(context.Context, *SetChannelsRequest) (*SetChannelsResponse, error)
 	mustEmbedUnimplementedAgentControlServer()
 }
 
@@ -174,6 +199,9 @@ func (UnimplementedAgentControlServer) Repoint(context.Context, *RepointRequest)
 }
 func (UnimplementedAgentControlServer) SetSyncSet(context.Context, *SetSyncSetRequest) (*AgentStatus, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method SetSyncSet not implemented")
+}
+func (UnimplementedAgentControlServer) SetChannels(context.Context, *SetChannelsRequest) (*SetChannelsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetChannels not implemented")
 }
 func (UnimplementedAgentControlServer) mustEmbedUnimplementedAgentControlServer() {}
 func (UnimplementedAgentControlServer) testEmbeddedByValue()                      {}
@@ -304,6 +332,24 @@ func _AgentControl_SetSyncSet_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentControl_SetChannels_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetChannelsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentControlServer).SetChannels(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentControl_SetChannels_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentControlServer).SetChannels(ctx, req.(*SetChannelsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentControl_ServiceDesc is the grpc.ServiceDesc for AgentControl service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -334,6 +380,10 @@ var AgentControl_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetSyncSet",
 			Handler:    _AgentControl_SetSyncSet_Handler,
+		},
+		{
+			MethodName: "SetChannels",
+			Handler:    _AgentControl_SetChannels_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -3,29 +3,51 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
+	"math"
+	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
 	"github.com/quire-ha/quire/agent"
+	"github.com/quire-ha/quire/api/agentpb"
+	"github.com/quire-ha/quire/certs"
 )
 
 // runChannels prints a replica agent's applier channels, read from its
-// /status.
+// /status, or with --set-count changes their number through the agent's
+// control service.
 func runChannels(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("channels", stderr)
-	addr := fs.String("agent", "", "the agent's HTTP address (http_listen), e.g. http://db2:7480")
+	addr := fs.String("agent", "", "the agent's HTTP address (http_listen), e.g. http://db2:7480; with --set-count its gRPC address (listen), e.g. db2:7400")
 	asJSON := fs.Bool("json", false, "print JSON")
-	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long without an answer")
+	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long without an answer (with --set-count: default 5m)")
+	setCount := fs.Int("set-count", 0, "drain every channel to one seqno, then switch the applier to this many channels (1..256)")
+	tf := addTLSFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *addr == "" {
 		return fmt.Errorf("channels: --agent is required: %w", errUsage)
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if given["set-count"] {
+		if !given["timeout"] {
+			*timeout = 5 * time.Minute
+		}
+		return setChannels(*addr, *setCount, *timeout, tf, *asJSON, stdout)
 	}
 	url := strings.TrimRight(*addr, "/")
 	if !strings.Contains(url, "://") {
@@ -46,6 +68,113 @@ func runChannels(args []string, stdout, stderr io.Writer) error {
 		return enc.Encode(st.Apply)
 	}
 	return printChannels(stdout, st.Node, st.Apply)
+}
+
+// tlsFlags are the gRPC client's TLS flags, as the cluster commands take
+// them.
+type tlsFlags struct {
+	ca, cert, key string
+	insecure      bool
+}
+
+func addTLSFlags(fs *flag.FlagSet) *tlsFlags {
+	f := &tlsFlags{}
+	fs.StringVar(&f.ca, "tls-ca", os.Getenv("QUIRE_TLS_CA"), "CA certificate (env QUIRE_TLS_CA; with --set-count)")
+	fs.StringVar(&f.cert, "tls-cert", os.Getenv("QUIRE_TLS_CERT"), "client certificate (env QUIRE_TLS_CERT; with --set-count)")
+	fs.StringVar(&f.key, "tls-key", os.Getenv("QUIRE_TLS_KEY"), "client key (env QUIRE_TLS_KEY; with --set-count)")
+	fs.BoolVar(&f.insecure, "insecure", false, "plaintext gRPC (agents with tls.insecure_plaintext; with --set-count)")
+	return f
+}
+
+// creds checks the flags and returns the transport credentials.
+func (f *tlsFlags) creds(name string) (credentials.TransportCredentials, error) {
+	switch {
+	case f.insecure && (f.ca != "" || f.cert != "" || f.key != ""):
+		return nil, fmt.Errorf("%s: --insecure together with --tls-* files; choose one: %w", name, errUsage)
+	case f.insecure:
+		return insecure.NewCredentials(), nil
+	case f.ca == "" || f.cert == "" || f.key == "":
+		return nil, fmt.Errorf("%s: give --tls-ca, --tls-cert and --tls-key (or QUIRE_TLS_CA, QUIRE_TLS_CERT, QUIRE_TLS_KEY), or --insecure: %w", name, errUsage)
+	}
+	tc, err := certs.ClientConfig(certs.Files{CA: f.ca, Cert: f.cert, Key: f.key}, "")
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return credentials.NewTLS(tc), nil
+}
+
+// channelsResult is what `quire channels --set-count --json` prints.
+type channelsResult struct {
+	Node         string `json:"node"`
+	OldCount     uint32 `json:"old_count"`
+	Count        uint32 `json:"count"`
+	DrainedSeqno uint64 `json:"drained_seqno"`
+	Running      bool   `json:"running"`
+	ApplierError string `json:"applier_error,omitempty"`
+	ConfigNote   string `json:"config_note,omitempty"`
+}
+
+// setChannels calls the agent's SetChannels and prints the outcome.
+func setChannels(addr string, n int, timeout time.Duration, tf *tlsFlags, asJSON bool, stdout io.Writer) error {
+	const name = "channels --set-count"
+	switch {
+	case n < 1 || n > agent.MaxChannels:
+		return fmt.Errorf("%s: %d is out of range (1..%d): %w", name, n, agent.MaxChannels, errUsage)
+	case strings.Contains(addr, "://"):
+		return fmt.Errorf("%s: --agent %q: give the agent's gRPC address (its listen), host:port, not a URL: %w", name, addr, errUsage)
+	case timeout <= 0:
+		return fmt.Errorf("%s: --timeout %s is not positive: %w", name, timeout, errUsage)
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("%s: --agent %q is not host:port: %w", name, addr, errUsage)
+	}
+	creds, err := tf.creds(name)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return fmt.Errorf("%s: %v: %w", name, err, errUsage)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	// The agent gets a little less time, so its own error comes back.
+	ms := min(max(timeout-time.Second, time.Second).Milliseconds(), math.MaxUint32)
+	resp, err := agentpb.NewAgentControlClient(conn).SetChannels(ctx, &agentpb.SetChannelsRequest{Count: uint32(n), TimeoutMs: uint32(ms)})
+	if err != nil {
+		st := status.Convert(err)
+		return fmt.Errorf("%s: agent %s: %s (%s)", name, addr, st.Message(), st.Code())
+	}
+	node := resp.GetStatus().GetNodeId()
+	out := channelsResult{Node: node, OldCount: resp.OldCount, Count: resp.Count, DrainedSeqno: resp.DrainedSeqno,
+		Running: resp.Running, ApplierError: resp.ApplierError, ConfigNote: resp.ConfigNote}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	} else {
+		switch {
+		case resp.OldCount == resp.Count:
+			fmt.Fprintf(stdout, "%s: already %d channels\n", node, resp.Count)
+		case resp.OldCount == 0:
+			fmt.Fprintf(stdout, "%s: no restart rows yet; now %d channels\n", node, resp.Count)
+		default:
+			fmt.Fprintf(stdout, "%s: drained %d channels to seqno %d; now %d channels\n", node, resp.OldCount, resp.DrainedSeqno, resp.Count)
+		}
+		if resp.Running {
+			fmt.Fprintln(stdout, "applier running")
+		}
+		if resp.ConfigNote != "" {
+			fmt.Fprintln(stdout, "note:", resp.ConfigNote)
+		}
+	}
+	if !resp.Running {
+		return fmt.Errorf("%s: agent %s switched to %d channels, but its applier is not running: %s (see quire channels)", name, addr, resp.Count, resp.ApplierError)
+	}
+	return nil
 }
 
 func fetchAgentStatus(ctx context.Context, url string) (agent.Status, error) {

@@ -29,6 +29,10 @@ Usage:
   quire log dump    --dir DIR [--from N] [--to N] [--json]
                                                       print transaction-log records
   quire channels    --agent H:P [--json]              a replica agent's applier channels (its /status)
+  quire channels    --agent GRPC_H:P --set-count N [--json] [--timeout D (default 5m)]
+                    [--tls-ca F --tls-cert F --tls-key F | --insecure]
+                                                      drain a replica's channels to one seqno and
+                                                      switch its applier to N channels
 
 Cluster commands (talk to any manager):
   quire status                                        cluster state and every node's positions

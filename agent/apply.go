@@ -224,6 +224,9 @@ func (a *Agent) replicaApplier() *replicaApply {
 		ra.ap = nil
 		log.Error("the applier's configuration is refused; this replica stores the log but applies nothing", "err", ra.newErr)
 	}
+	if err := a.reg.Register(newApplyCollector(ra.status)); err != nil {
+		log.Warn("per-channel lag metrics not registered", "err", err)
+	}
 	a.rep = ra
 	return ra
 }

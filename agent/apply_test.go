@@ -431,6 +431,23 @@ func TestReplicaApply(t *testing.T) {
 	if out, err := exec.Command(cli, "channels", "--agent", procs[0].HTTPAddr).CombinedOutput(); err == nil || !strings.Contains(string(out), "not a replica") {
 		t.Fatalf("quire channels on the primary: %v %s", err, out)
 	}
+	// The per-channel metrics: caught up, every channel's lag is 0.
+	code, metrics := httpGet(t, "http://"+procs[1].HTTPAddr+"/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics answered %d", code)
+	}
+	for _, want := range []string{
+		`quire_apply_channel_lag_transactions{channel="0"} 0`,
+		`quire_apply_channel_lag_transactions{channel="serial"} 0`,
+		`quire_apply_channel_lag_seconds{channel="1"} 0`,
+		fmt.Sprintf("quire_apply_commit_seqno %d", last),
+		`quire_apply_block_size_transactions_count{channel="serial"}`,
+		`quire_apply_queue_depth{channel="0"}`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("%s /metrics lacks %q", procs[1].Opts.Node, want)
+		}
+	}
 }
 
 // counters runs counter = counter + 1 transactions (one schema, two schemas,

@@ -8,7 +8,7 @@ STATICCHECK_VERSION := v0.8.2
 TEST_TIMEOUT ?= 25m
 PKGS        := ./...
 
-.PHONY: all build test test-unit lint fmt deps demo demo-down demo-status clean proto bench
+.PHONY: all build test test-unit lint fmt deps demo demo-down demo-status clean proto bench ansible-lint ansible-test
 
 all: build
 
@@ -50,6 +50,17 @@ demo-down:
 
 demo-status:
 	@scripts/demo.sh status
+
+# Static checks of deploy/ansible (Debian packages ansible, ansible-lint).
+ansible-lint:
+	@QUIRE_DEPS_ANSIBLE=1 scripts/deps.sh
+	deploy/ansible/test/lint.sh
+
+# Deploys a three-node cluster with deploy/ansible into Docker containers
+# (root; about 8 minutes, plus 4 the first time for the base image).
+ansible-test:
+	@QUIRE_DEPS_ANSIBLE=1 scripts/deps.sh
+	deploy/ansible/test/docker.sh
 
 # Regenerates the gRPC code under api/ (committed; CI does not need protoc).
 PROTOC_GEN_GO_VERSION := v1.36.12

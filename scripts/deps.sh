@@ -14,6 +14,13 @@ if [ "${QUIRE_DEPS_BENCH:-0}" = 1 ]; then
   have sysbench          || need_pkgs+=(sysbench)
   have pt-table-checksum || need_pkgs+=(percona-toolkit)
 fi
+# deploy/ansible checks and its Docker test.
+if [ "${QUIRE_DEPS_ANSIBLE:-0}" = 1 ]; then
+  have ansible-playbook || need_pkgs+=(ansible)
+  have ansible-lint     || need_pkgs+=(ansible-lint)
+  have shellcheck       || need_pkgs+=(shellcheck)
+  have debootstrap      || need_pkgs+=(debootstrap)
+fi
 [ ${#need_pkgs[@]} -eq 0 ] && exit 0
 # unique
 mapfile -t need_pkgs < <(printf '%s\n' "${need_pkgs[@]}" | sort -u)

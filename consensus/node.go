@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -398,7 +399,7 @@ func (n *Node) checkPeers(members []Peer) ([]Peer, error) {
 		addrs[p.Addr] = p.ID
 		if p.ID == n.id {
 			self = true
-			if p.Addr != n.Addr() {
+			if !addrMatches(p.Addr, n.Addr()) {
 				return nil, fmt.Errorf("consensus: bootstrap: this node %q is listed at %q but advertises %q", n.id, p.Addr, n.Addr())
 			}
 		}
@@ -407,6 +408,34 @@ func (n *Node) checkPeers(members []Peer) ([]Peer, error) {
 		return nil, fmt.Errorf("consensus: bootstrap: this node %q is not in the member list %s", n.id, peersString(ps))
 	}
 	return ps, nil
+}
+
+// addrMatches reports whether listed, a member's Raft address as the
+// operator wrote it (an IP or a host name), reaches advertised, the address
+// the transport advertises (always an IP): equal, or a host name that
+// resolves to that IP with the same port.
+func addrMatches(listed, advertised string) bool {
+	if listed == advertised {
+		return true
+	}
+	lh, lp, err1 := net.SplitHostPort(listed)
+	ah, ap, err2 := net.SplitHostPort(advertised)
+	aip := net.ParseIP(ah)
+	if err1 != nil || err2 != nil || lp != ap || aip == nil || net.ParseIP(lh) != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupIPAddr(ctx, lh)
+	if err != nil {
+		return false
+	}
+	for _, ip := range ips {
+		if ip.IP.Equal(aip) {
+			return true
+		}
+	}
+	return false
 }
 
 func peersString(ps []Peer) string {

@@ -852,3 +852,22 @@ func TestAddRemoveVoter(t *testing.T) {
 	st := c.propose(AddMember{member("b", 2)})
 	c.converged(st)
 }
+
+func TestAddrMatches(t *testing.T) {
+	for _, tt := range []struct {
+		listed, advertised string
+		want               bool
+	}{
+		{"127.0.0.1:7300", "127.0.0.1:7300", true},
+		{"localhost:7300", "127.0.0.1:7300", true},
+		{"localhost:7301", "127.0.0.1:7300", false},
+		{"127.0.0.2:7300", "127.0.0.1:7300", false},
+		{"nowhere.invalid:7300", "127.0.0.1:7300", false},
+		{"localhost", "127.0.0.1:7300", false},
+		{"localhost:7300", "localhost:7300", true},
+	} {
+		if got := addrMatches(tt.listed, tt.advertised); got != tt.want {
+			t.Errorf("addrMatches(%q, %q) = %v, want %v", tt.listed, tt.advertised, got, tt.want)
+		}
+	}
+}

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/quire-ha/quire/apply"
@@ -59,7 +61,7 @@ func (c config) detail() string {
 
 func (c config) String() string {
 	if c.quire {
-		return fmt.Sprintf("Quire %d channels, block %d", c.channels, c.block)
+		return fmt.Sprintf("Quire channels=%d, block=%d", c.channels, c.block)
 	}
 	if c.threads == 0 {
 		return "MariaDB slave_parallel_threads=0"
@@ -75,16 +77,25 @@ type measurement struct {
 	elapsed    time.Duration
 	tx         uint64
 	binlog     binlogCounters // the replica's, during the catch-up
+	cpu        cpuUse         // during the catch-up
 	loadBefore string
 	loadAfter  string
-	verified   bool // every table's checksum equals the source's
-	mismatch   string
 }
 
 func (m measurement) txPerSec() float64 { return float64(m.tx) / m.elapsed.Seconds() }
 
+// cpuPerTx is the CPU time the replica's mariadbd and this program used per
+// transaction applied, in milliseconds.
+func (m measurement) cpuPerTx() float64 {
+	if m.tx == 0 {
+		return 0
+	}
+	return (m.cpu.mariadbd + m.cpu.self) * m.elapsed.Seconds() * 1000 / float64(m.tx)
+}
+
 // catchUp applies the stream to a fresh copy of the snapshot with cfg and
-// checks the result against the source's checksums.
+// checks the result against the source's checksums: a table that differs is
+// an error, so no number is ever reported for a wrong catch-up.
 func catchUp(ctx context.Context, root string, serverID uint32, snapshot string, src *server, st stream, cfg config,
 	tables []string, want map[string]string, timeout time.Duration, logger *slog.Logger) (m measurement, err error) {
 	m.cfg, m.tx = cfg, st.records
@@ -117,11 +128,13 @@ func catchUp(ctx context.Context, root string, serverID uint32, snapshot string,
 		return m, err
 	}
 	m.loadBefore = loadAverage()
+	cpu0 := sampleCPU(rep.cmd.Process.Pid)
 	if cfg.quire {
 		m.elapsed, err = applyQuire(rctx, rep, st, cfg, logger)
 	} else {
 		m.elapsed, err = applyMariaDB(rctx, rep, st)
 	}
+	m.cpu = sampleCPU(rep.cmd.Process.Pid).since(cpu0)
 	m.loadAfter = loadAverage()
 	if err != nil {
 		if ctx.Err() == nil && rctx.Err() != nil {
@@ -138,12 +151,8 @@ func catchUp(ctx context.Context, root string, serverID uint32, snapshot string,
 	if err != nil {
 		return m, err
 	}
-	m.verified = true
-	for _, t := range tables {
-		if got[t] != want[t] {
-			m.verified = false
-			m.mismatch += fmt.Sprintf(" %s: replica %s, source %s;", t, got[t], want[t])
-		}
+	if err := compareChecksums(tables, got, want); err != nil {
+		return m, fmt.Errorf("%s: %w", cfg, err)
 	}
 	return m, nil
 }
@@ -255,8 +264,10 @@ func fetchRelayLog(ctx context.Context, rep, src *server, st stream, cfg config)
 }
 
 // applyMariaDB starts the replica's SQL thread and waits until
-// @@gtid_slave_pos is the stream's last GTID; it returns the time from
-// START SLAVE SQL_THREAD to then.
+// @@gtid_slave_pos reaches the stream's last GTID; it returns the time from
+// START SLAVE SQL_THREAD to then. It waits with MASTER_GTID_WAIT, which the
+// SQL thread wakes when it commits the GTID, rather than polling: a tight
+// poll would take CPU from the replica it measures on a busy machine.
 func applyMariaDB(ctx context.Context, rep *server, st stream) (time.Duration, error) {
 	db, err := rep.open(2)
 	if err != nil {
@@ -272,27 +283,61 @@ func applyMariaDB(ctx context.Context, rep *server, st stream) (time.Duration, e
 	if _, err := conn.ExecContext(ctx, "START SLAVE SQL_THREAD"); err != nil {
 		return 0, fmt.Errorf("START SLAVE SQL_THREAD: %w", err)
 	}
-	for n := 1; ; n++ {
-		var pos string
-		if err := conn.QueryRowContext(ctx, "SELECT @@gtid_slave_pos").Scan(&pos); err != nil {
-			return 0, fmt.Errorf("read @@gtid_slave_pos: %w", err)
-		}
-		if pos == st.lastGTID {
-			return time.Since(start), nil
-		}
-		if n%100 == 0 { // about every half second: did the SQL thread stop?
-			s, err := queryRow(ctx, db, "SHOW SLAVE STATUS")
-			if err != nil {
-				return 0, err
+	for {
+		// 0: reached; -1: not within the timeout; NULL: an error.
+		var got sql.NullInt64
+		if err := conn.QueryRowContext(ctx, "SELECT MASTER_GTID_WAIT(?, 0.5)", st.lastGTID).Scan(&got); err != nil {
+			if ctx.Err() != nil {
+				break
 			}
-			if s["Last_SQL_Errno"] != "0" || s["Slave_SQL_Running"] != "Yes" {
-				return 0, fmt.Errorf("replica SQL thread %s at %s: error %s: %s", s["Slave_SQL_Running"], pos, s["Last_SQL_Errno"], s["Last_SQL_Error"])
-			}
+			return 0, fmt.Errorf("MASTER_GTID_WAIT(%s): %w", st.lastGTID, err)
 		}
-		select {
-		case <-ctx.Done():
-			return 0, fmt.Errorf("replica at GTID %s, the stream ends at %s: %w", pos, st.lastGTID, ctx.Err())
-		case <-time.After(5 * time.Millisecond): // poll interval
+		if got.Valid && got.Int64 == 0 {
+			elapsed := time.Since(start)
+			var pos string
+			if err := conn.QueryRowContext(ctx, "SELECT @@gtid_slave_pos").Scan(&pos); err != nil {
+				return 0, fmt.Errorf("read @@gtid_slave_pos: %w", err)
+			}
+			if pos != st.lastGTID {
+				return 0, fmt.Errorf("MASTER_GTID_WAIT(%s) returned, but @@gtid_slave_pos is %s", st.lastGTID, pos)
+			}
+			return elapsed, nil
+		}
+		s, err := queryRow(ctx, db, "SHOW SLAVE STATUS")
+		if err != nil {
+			return 0, err
+		}
+		if s["Last_SQL_Errno"] != "0" || s["Slave_SQL_Running"] != "Yes" {
+			return 0, fmt.Errorf("replica SQL thread %s at %s: error %s: %s", s["Slave_SQL_Running"], s["Gtid_Slave_Pos"], s["Last_SQL_Errno"], s["Last_SQL_Error"])
+		}
+		if ctx.Err() != nil {
+			break
 		}
 	}
+	qctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	pos := "unknown"
+	_ = db.QueryRowContext(qctx, "SELECT @@gtid_slave_pos").Scan(&pos)
+	return 0, fmt.Errorf("replica at GTID %s, the stream ends at %s: %w", pos, st.lastGTID, ctx.Err())
+}
+
+// compareChecksums returns an error naming every table whose checksum on
+// the replica (got) differs from the source's (want), or is missing.
+func compareChecksums(tables []string, got, want map[string]string) error {
+	var differ []string
+	for _, t := range tables {
+		g, ok := got[t]
+		if !ok {
+			g = "nothing"
+		}
+		if !ok || g != want[t] {
+			differ = append(differ, fmt.Sprintf("%s: CHECKSUM TABLE %s on the replica, %s on the source", t, g, want[t]))
+		}
+	}
+	if len(differ) == 0 {
+		return nil
+	}
+	return fmt.Errorf("DATA DIFFERS FROM THE SOURCE after the catch-up (%d of %d tables): %s; "+
+		"the replica applied the stream wrongly, so its rate means nothing: find the bug (the applier's or the benchmark's) before measuring again",
+		len(differ), len(tables), strings.Join(differ, "; "))
 }

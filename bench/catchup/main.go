@@ -23,7 +23,9 @@
 //     IO thread fetches the whole stream into the relay log first, then
 //     START SLAVE SQL_THREAD with slave_parallel_threads 0, 4 and 8 and
 //     slave_parallel_mode conservative and optimistic. Timed from START
-//     SLAVE SQL_THREAD to @@gtid_slave_pos = the stream's last GTID.
+//     SLAVE SQL_THREAD to @@gtid_slave_pos = the stream's last GTID,
+//     waited for with MASTER_GTID_WAIT (a poll would take CPU from the
+//     replica being measured).
 //
 // Every server runs with innodb_flush_log_at_trx_commit=1, sync_binlog=1,
 // log_bin, log_slave_updates=ON, ROW binlog with CRC32. After each run
@@ -36,7 +38,10 @@
 // With -rounds N every configuration is measured N times (every other
 // round in reverse order) and the table shows the fastest round, the one
 // least disturbed by other work on a shared machine, and every round's
-// rate.
+// rate. -channels, -blocks, -threads, -modes and -variants choose a subset
+// of the matrix: on 2 cores the full matrix at -tx 100000 takes about 45
+// minutes per round, most of it in the block-size-1 and serial
+// configurations. RESULTS.md holds measured tables.
 //
 // It prints transactions/s per configuration and, per block size, the
 // ratios of the targets (Quire with 8 channels against MariaDB with 8
@@ -80,6 +85,7 @@ type options struct {
 	waitMax    time.Duration
 	rounds     int
 	verbose    bool
+	profileDir string
 	commandArg []string
 }
 
@@ -106,6 +112,7 @@ func run() int {
 	flag.DurationVar(&o.waitMax, "wait-max", 15*time.Minute, "wait at most this long for -wait-load")
 	flag.IntVar(&o.rounds, "rounds", 1, "measure every configuration this many times (every other round in reverse order) and report the fastest")
 	flag.BoolVar(&o.verbose, "v", false, "show the applier's and binlog reader's info logs")
+	flag.StringVar(&o.profileDir, "cpuprofile", "", "write a CPU profile of this program (where Quire's applier runs) during each Quire catch-up into this existing directory, as <stream>-<channels>ch-block<block>-round<N>.pprof")
 	flag.Parse()
 	o.commandArg = os.Args[1:]
 
@@ -161,6 +168,11 @@ func run() int {
 		err = errors.Join(err, errors.New("-rounds must be at least 1"))
 	case o.timeout <= 0:
 		err = errors.Join(err, errors.New("-timeout must be positive"))
+	}
+	if o.profileDir != "" {
+		if st, serr := os.Stat(o.profileDir); serr != nil || !st.IsDir() {
+			err = errors.Join(err, fmt.Errorf("-cpuprofile: %q is not an existing directory", o.profileDir))
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "catchup: %v\n", err)
@@ -394,7 +406,11 @@ func runVariant(ctx context.Context, o options, variant string, logger *slog.Log
 		for _, cfg := range cfgs {
 			say("round %d: %s", round+1, cfg)
 			serverID++
-			m, err := catchUp(ctx, root, serverID, snapshot, src, st, cfg, tables, want, o.timeout, logger)
+			profile := ""
+			if o.profileDir != "" && cfg.quire {
+				profile = filepath.Join(o.profileDir, fmt.Sprintf("%s-%dch-block%d-round%d.pprof", variant, cfg.channels, cfg.block, round+1))
+			}
+			m, err := catchUp(ctx, root, serverID, snapshot, src, st, cfg, tables, want, o.timeout, profile, logger)
 			if err != nil {
 				return res, err
 			}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -97,7 +99,7 @@ func (m measurement) cpuPerTx() float64 {
 // checks the result against the source's checksums: a table that differs is
 // an error, so no number is ever reported for a wrong catch-up.
 func catchUp(ctx context.Context, root string, serverID uint32, snapshot string, src *server, st stream, cfg config,
-	tables []string, want map[string]string, timeout time.Duration, logger *slog.Logger) (m measurement, err error) {
+	tables []string, want map[string]string, timeout time.Duration, profile string, logger *slog.Logger) (m measurement, err error) {
 	m.cfg, m.tx = cfg, st.records
 	rep, err := cloneServer(ctx, root, "replica", serverID, snapshot, replicaSettings)
 	if err != nil {
@@ -130,7 +132,16 @@ func catchUp(ctx context.Context, root string, serverID uint32, snapshot string,
 	m.loadBefore = loadAverage()
 	cpu0 := sampleCPU(rep.cmd.Process.Pid)
 	if cfg.quire {
+		var stopProfile func() error
+		if profile != "" {
+			if stopProfile, err = startProfile(profile); err != nil {
+				return m, err
+			}
+		}
 		m.elapsed, err = applyQuire(rctx, rep, st, cfg, logger)
+		if stopProfile != nil {
+			err = errors.Join(err, stopProfile())
+		}
 	} else {
 		m.elapsed, err = applyMariaDB(rctx, rep, st)
 	}
@@ -340,4 +351,24 @@ func compareChecksums(tables []string, got, want map[string]string) error {
 	return fmt.Errorf("DATA DIFFERS FROM THE SOURCE after the catch-up (%d of %d tables): %s; "+
 		"the replica applied the stream wrongly, so its rate means nothing: find the bug (the applier's or the benchmark's) before measuring again",
 		len(differ), len(tables), strings.Join(differ, "; "))
+}
+
+// startProfile starts a CPU profile of this program into path and returns
+// the function that stops it.
+func startProfile(path string) (func() error, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		return nil
+	}, nil
 }

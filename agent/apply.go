@@ -116,8 +116,9 @@ type ApplyRecordError struct {
 
 // applyConfig maps the agent's apply: section to apply.Config. The keys are
 // docs/configuration.md's; block_time caps how long a channel gathers a
-// block (it never waits for records that have not arrived), so 0 keeps
-// the applier's own cap.
+// block, including its wait for a partial-block slot; 0 keeps the
+// applier's own cap on gathering and turns the partial-block limit off
+// (every channel commits what it has at once).
 func applyConfig(cfg *config.Agent, log *slog.Logger) apply.Config {
 	mc := mysql.NewConfig()
 	mc.User = cfg.MySQL.User
@@ -130,15 +131,19 @@ func applyConfig(cfg *config.Agent, log *slog.Logger) apply.Config {
 	mc.Timeout = 5 * time.Second
 	ac := cfg.Apply
 	out := apply.Config{
-		DSN:         mc.FormatDSN(),
-		Channels:    ac.Channels,
-		CommitOrder: apply.CommitOrder(ac.CommitOrder),
-		BlockSize:   ac.BlockSize,
-		BlockBytes:  int(min(int64(ac.BlockBytes), 1<<30)),
-		BlockTime:   ac.BlockTime,
-		Window:      uint64(max(ac.MaxDivergenceSeqnos, 1)),
-		WindowTime:  ac.MaxDivergence,
-		Logger:      log,
+		DSN:           mc.FormatDSN(),
+		Channels:      ac.Channels,
+		CommitOrder:   apply.CommitOrder(ac.CommitOrder),
+		BlockSize:     ac.BlockSize,
+		BlockBytes:    int(min(int64(ac.BlockBytes), 1<<30)),
+		BlockTime:     ac.BlockTime,
+		PartialBlocks: ac.PartialBlocks,
+		Window:        uint64(max(ac.MaxDivergenceSeqnos, 1)),
+		WindowTime:    ac.MaxDivergence,
+		Logger:        log,
+	}
+	if ac.BlockTime == 0 {
+		out.PartialBlocks = 256
 	}
 	if len(ac.ShardMap) > 0 || len(ac.CriticalShards) > 0 {
 		out.Shards = apply.ShardConfig{Schemas: ac.ShardMap, Critical: ac.CriticalShards}

@@ -9,6 +9,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -47,9 +48,18 @@ type Config struct {
 	// BlockBytes caps a block's raw event bytes (default 4 MiB).
 	BlockBytes int
 	// BlockTime caps how long a channel spends gathering one block
-	// (default 1s). A channel never waits for records: a block ends when
-	// its queue runs dry.
+	// (default 1s), including the wait for a partial-block slot.
 	BlockTime time.Duration
+	// PartialBlocks is how many channels may apply a block that is not
+	// full at the same time (default 1; a value of Channels or more turns
+	// the limit off). A channel whose queue ran dry before its block was
+	// full waits for a slot and keeps adding the records that arrive
+	// meanwhile, up to BlockTime; a full block never waits. So a stream
+	// that the replica keeps up with is applied in blocks of several
+	// transactions, as by one channel, instead of one commit per
+	// transaction on every channel, while a backlog still fills every
+	// channel's blocks and runs them all in parallel.
+	PartialBlocks int
 	// Window bounds divergence: no record is dispatched more than Window
 	// seqnos after the oldest uncommitted one (default 10000).
 	Window uint64
@@ -88,6 +98,9 @@ func (c *Config) setDefaults() {
 	if c.BlockTime == 0 {
 		c.BlockTime = time.Second
 	}
+	if c.PartialBlocks == 0 {
+		c.PartialBlocks = 1
+	}
 	if c.Window == 0 {
 		c.Window = 10000
 	}
@@ -120,6 +133,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("apply: config: block size %d, want at least 1", c.BlockSize)
 	case c.BlockBytes < 1:
 		return fmt.Errorf("apply: config: block bytes %d, want at least 1", c.BlockBytes)
+	case c.PartialBlocks < 1:
+		return fmt.Errorf("apply: config: partial blocks %d, want at least 1", c.PartialBlocks)
 	case c.BlockTime < 0 || c.WindowTime < 0 || c.LockTimeout < 0:
 		return errors.New("apply: config: negative duration")
 	case c.MaxPacket < 64<<10:
@@ -156,6 +171,9 @@ type hooks struct {
 	// beforeCommit runs before a block's COMMIT, which is then sent on its
 	// own.
 	beforeCommit func(channel int, first, last uint64)
+	// beforeExec runs before a channel's block is sent, slotted telling
+	// whether the channel holds a partial-block slot.
+	beforeExec func(channel int, first, last uint64, slotted bool)
 	// afterStatements runs after a non-atomic serialized record's
 	// statements and before its restart rows are written.
 	afterStatements func(seqno uint64)
@@ -190,6 +208,11 @@ type runState struct {
 	maxPacket int
 	n         int
 	drainRec  *txlog.Record // the record a drain stops at
+	// partial holds a token per channel applying a partial block; nil
+	// when PartialBlocks does not limit the run's channels.
+	partial chan struct{}
+	// slotWaiters counts channels waiting for a partial-block slot.
+	slotWaiters atomic.Int32
 }
 
 type chanState struct {
@@ -408,6 +431,9 @@ func (a *Applier) start(ctx context.Context, db *sql.DB, ctl *sql.Conn, stopAt u
 		n:         n,
 		serial:    &chanState{},
 	}
+	if a.cfg.PartialBlocks < n {
+		rs.partial = make(chan struct{}, a.cfg.PartialBlocks)
+	}
 	var workers []*worker
 	closeAll := func() {
 		for _, w := range workers {
@@ -435,7 +461,7 @@ func (a *Applier) start(ctx context.Context, db *sql.DB, ctl *sql.Conn, stopAt u
 	a.rs = rs
 	a.notifyLocked()
 	a.mu.Unlock()
-	a.log.Info("apply: started", "channels", n, "resume", plan.resume, "commit_order", string(a.cfg.CommitOrder), "block_size", a.cfg.BlockSize)
+	a.log.Info("apply: started", "channels", n, "resume", plan.resume, "commit_order", string(a.cfg.CommitOrder), "block_size", a.cfg.BlockSize, "partial_blocks", min(a.cfg.PartialBlocks, n))
 	return rs, serial, workers, nil
 }
 

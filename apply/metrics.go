@@ -18,6 +18,9 @@ type metrics struct {
 	skipped    prometheus.Counter
 	blockSize  *prometheus.HistogramVec
 	queue      *prometheus.GaugeVec
+	// slotTimeouts counts partial blocks that waited BlockTime for a
+	// partial-block slot and went without one.
+	slotTimeouts *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -63,11 +66,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "quire", Subsystem: "apply", Name: "queue_depth",
 			Help: "Records dispatched to the channel and not yet taken by it, as of its last commit.",
 		}, []string{"channel"}),
+		slotTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "quire", Subsystem: "apply", Name: "partial_block_slot_timeouts_total",
+			Help: "Blocks that were not full, waited block_time for a partial-block slot and were applied without one.",
+		}, []string{"channel"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.seqno, m.txs, m.blocks, m.serialized, m.retries, m.stopped, m.waits, m.skipped, m.blockSize, m.queue} {
+	for _, c := range []prometheus.Collector{m.seqno, m.txs, m.blocks, m.serialized, m.retries, m.stopped, m.waits, m.skipped, m.blockSize, m.queue, m.slotTimeouts} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("apply: register metrics: %w", err)
 		}

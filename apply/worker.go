@@ -18,6 +18,7 @@ type worker struct {
 	id   int // channel, or SerialChannel
 	conn *sql.Conn
 	held *job // taken from the queue but not fitting the last block
+	slot bool // holds a partial-block slot (runState.partial)
 
 	sentFDE []byte  // format-description event replayed on this session
 	format  *format // parsed sentFDE or the last parsed one
@@ -62,7 +63,11 @@ func (w *worker) loop(ctx context.Context) error {
 				return nil
 			}
 		}
-		if err := w.applyBlock(ctx, w.collect(first, queue)); err != nil {
+		jobs, ok := w.waitSlot(ctx, w.collect(first, queue), queue)
+		if !ok {
+			return nil
+		}
+		if err := w.applyBlock(ctx, jobs); err != nil {
 			return err
 		}
 	}
@@ -79,9 +84,7 @@ func (w *worker) collect(first *job, queue chan *job) []*job {
 	for len(jobs) < cfg.BlockSize && size < cfg.BlockBytes && time.Since(start) < cfg.BlockTime {
 		select {
 		case j := <-queue:
-			last := jobs[len(jobs)-1]
-			if !bytes.Equal(j.rec.FormatDesc, first.rec.FormatDesc) ||
-				(cfg.CommitOrder == CommitGlobal && j.rec.Seqno != last.rec.Seqno+1) {
+			if !w.fits(jobs, j) {
 				w.held = j
 				return jobs
 			}
@@ -94,10 +97,86 @@ func (w *worker) collect(first *job, queue chan *job) []*job {
 	return jobs
 }
 
+// fits reports whether j may join the block jobs: same format-description
+// event and, in global commit order, the next seqno.
+func (w *worker) fits(jobs []*job, j *job) bool {
+	first, last := jobs[0], jobs[len(jobs)-1]
+	return bytes.Equal(j.rec.FormatDesc, first.rec.FormatDesc) &&
+		(w.a.cfg.CommitOrder != CommitGlobal || j.rec.Seqno == last.rec.Seqno+1)
+}
+
+// full reports whether the block jobs has reached a block limit.
+func (w *worker) full(jobs []*job) bool {
+	size := 0
+	for _, j := range jobs {
+		size += len(j.rec.Events)
+	}
+	return len(jobs) >= w.a.cfg.BlockSize || size >= w.a.cfg.BlockBytes
+}
+
+// waitSlot takes a partial-block slot for a block that is not full (see
+// Config.PartialBlocks). While it waits, records arriving on the queue
+// join the block; a block that fills up, or that waited BlockTime in all,
+// goes without a slot. It returns false if ctx ended.
+func (w *worker) waitSlot(ctx context.Context, jobs []*job, queue chan *job) ([]*job, bool) {
+	sem := w.rs.partial
+	if sem == nil || w.id == SerialChannel {
+		return jobs, true
+	}
+	var timer *time.Timer
+	for !w.full(jobs) {
+		q := queue
+		if w.held != nil {
+			q = nil // the block is closed: it can only wait
+		}
+		select {
+		case sem <- struct{}{}:
+			w.slot = true
+			return jobs, true
+		default:
+		}
+		if timer == nil {
+			timer = time.NewTimer(w.a.cfg.BlockTime)
+			defer timer.Stop()
+			w.rs.slotWaiters.Add(1)
+			defer w.rs.slotWaiters.Add(-1)
+		}
+		select {
+		case sem <- struct{}{}:
+			w.slot = true
+			return jobs, true
+		case j := <-q:
+			if w.fits(jobs, j) {
+				jobs = append(jobs, j)
+			} else {
+				w.held = j
+			}
+		case <-timer.C:
+			w.a.m.slotTimeouts.WithLabelValues(channelLabel(w.id)).Inc()
+			return jobs, true
+		case <-ctx.Done():
+			return nil, false
+		}
+	}
+	return jobs, true
+}
+
+// releaseSlot gives back the partial-block slot, if held.
+func (w *worker) releaseSlot() {
+	if w.slot {
+		w.slot = false
+		<-w.rs.partial
+	}
+}
+
 // applyBlock applies jobs in one database transaction; if that fails, one
 // by one.
 func (w *worker) applyBlock(ctx context.Context, jobs []*job) error {
+	defer w.releaseSlot()
 	err := w.try(ctx, jobs)
+	// Retries, waits for an operator and one-by-one replays run without
+	// the slot: a stopped channel must not hold up the others.
+	w.releaseSlot()
 	if err == nil {
 		return nil
 	}
@@ -330,11 +409,17 @@ func (w *worker) tryAtomic(ctx context.Context, jobs []*job) error {
 	if !separate {
 		pk.add("COMMIT")
 	}
+	if h := w.a.hooks.beforeExec; h != nil {
+		h(w.id, first.rec.Seqno, last.rec.Seqno, w.slot)
+	}
 	if err := w.exec(ctx, pk.packets()); err != nil {
 		return w.rollback(ctx, err)
 	}
 	if separate {
 		if w.a.cfg.CommitOrder == CommitGlobal {
+			// Waiting for other channels' commits while holding the slot
+			// could wait for a channel that waits for the slot.
+			w.releaseSlot()
 			if err := w.waitTurn(ctx, first.rec.Seqno); err != nil {
 				return err
 			}

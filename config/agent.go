@@ -137,6 +137,10 @@ type Apply struct {
 	BlockBytes ByteSize `yaml:"block_bytes" range:"64KiB..1GiB"`
 	// BlockTime is how long a channel may wait to fill a block.
 	BlockTime time.Duration `yaml:"block_time" range:"0s..10s"`
+	// PartialBlocks is how many channels may apply a block that is not
+	// full at the same time; the others wait up to BlockTime for a slot
+	// and gather more transactions meanwhile.
+	PartialBlocks int `yaml:"partial_blocks" range:"1..256"`
 	// CommitOrder is shard (channels commit independently) or global
 	// (commits follow seqno order).
 	CommitOrder string `yaml:"commit_order" enum:"shard,global"`
@@ -178,6 +182,7 @@ func defaultAgent() *Agent {
 			BlockSize:           10,
 			BlockBytes:          16 * MiB,
 			BlockTime:           50 * time.Millisecond,
+			PartialBlocks:       1,
 			CommitOrder:         "shard",
 			MaxDivergenceSeqnos: 10000,
 			MaxDivergence:       10 * time.Second,

@@ -281,7 +281,7 @@ apply:
 		Replication: Replication{Heartbeat: 250 * time.Millisecond, DeadAfterHeartbeats: 3, K: 2,
 			SyncSet: []string{"db1", "db3"}, Policy: "degrade", MaxTransactionBytes: GiB},
 		Log: Log{SegmentBytes: 128 * MiB, Retention: 0},
-		Apply: Apply{Channels: 16, BlockSize: 1000, BlockBytes: GiB, BlockTime: 0, CommitOrder: "global",
+		Apply: Apply{Channels: 16, BlockSize: 1000, BlockBytes: GiB, BlockTime: 0, PartialBlocks: 1, CommitOrder: "global",
 			MaxDivergenceSeqnos: 500, MaxDivergence: 90 * time.Second,
 			ShardMap:       map[string]string{"sales_eu": "sales", "sales_us": "sales", "odd.schema": "odd"},
 			CriticalShards: []string{"config"}, SerializeUnknown: true},

@@ -28,8 +28,11 @@ type mode struct {
 	// modes the replicas' IO threads send it; in Quire modes db1's agent.
 	semiSync bool
 	// ioOnly: native replicas run only the IO thread (receive, write the
-	// relay log, ACK) and apply nothing, like Quire's replica agents today.
+	// relay log, ACK) and apply nothing.
 	ioOnly bool
+	// parallel: native replicas apply with 8 parallel worker threads
+	// (slave_parallel_mode=optimistic), as Quire's 8 channels do.
+	parallel bool
 	// syncRelay: native replicas fsync the relay log for every event
 	// (sync_relay_log=1) before they ACK, as Quire's replicas fsync their
 	// log before they report a record durable.
@@ -48,6 +51,7 @@ var modes = []mode{
 	{name: "D", title: "Quire K=2", quire: true, semiSync: true, k: 2},
 	{name: "B-io", title: "native semi-sync, replicas do not apply", native: true, semiSync: true, ioOnly: true},
 	{name: "B-fsync", title: "native semi-sync, sync_relay_log=1", native: true, semiSync: true, syncRelay: true},
+	{name: "B-par", title: "native semi-sync, 8 parallel apply threads", native: true, semiSync: true, parallel: true},
 }
 
 const defaultModes = "A,B,C,D"
@@ -114,6 +118,9 @@ func (m mode) settings(i int) []string {
 	}
 	if m.syncRelay {
 		out = append(out, "sync_relay_log=1", "sync_master_info=1")
+	}
+	if m.parallel {
+		out = append(out, "slave_parallel_threads=8", "slave_parallel_mode=optimistic")
 	}
 	return out
 }
@@ -217,6 +224,9 @@ func (c *cluster) startNative(ctx context.Context) error {
 	})
 }
 
+// replicaApply is the -replica-apply flag: the replicas' apply settings.
+var replicaApply string
+
 // startAgents starts db1's agent as the primary of epoch 1 with the ack
 // gate waiting for K of {db2, db3}, then db2's and db3's agents streaming
 // from it, and waits until the gate counts both replicas.
@@ -228,6 +238,9 @@ func (c *cluster) startAgents(ctx context.Context, root string, logger *slog.Log
 		role := fmt.Sprintf("static:\n  role: primary\n  epoch: 1\nreplication:\n  k: %d\n  sync_set: [db2, db3]\n  policy: strict\n", c.mode.k)
 		if i > 0 {
 			role = fmt.Sprintf("static:\n  role: replica\n  epoch: 1\n  primary_agent: %s\n", primaryAddr)
+			if replicaApply != "" {
+				role += "apply: " + replicaApply + "\n"
+			}
 		}
 		if err := n.startAgent(actx, root, role, logger.With("node", n.name)); err != nil {
 			return err

@@ -11,10 +11,11 @@
 //	   on all three hosts, sync set {db2, db3}, K=1
 //	D  Quire K=2
 //
-// and two optional ones: B-io (native semi-sync, the replicas run only the
-// IO thread and apply nothing, like Quire's replica agents today) and
-// B-fsync (native semi-sync, the replicas fsync the relay log before they
-// ACK, as Quire's replicas fsync their log).
+// and optional ones: B-io (native semi-sync, the replicas run only the IO
+// thread and apply nothing), B-fsync (native semi-sync, the replicas fsync
+// the relay log before they ACK, as Quire's replicas fsync their log) and
+// B-par (native semi-sync, the replicas apply with 8 parallel threads, as
+// Quire's replicas do with 8 channels).
 //
 //	go run ./bench/semisync -duration 30s -rounds 2 -out /tmp/semisync.md
 //
@@ -65,11 +66,12 @@ func run() int {
 	flag.IntVar(&o.work.schemas, "schemas", 8, "schemas, one sysbench table each; client i writes to schema i mod schemas")
 	flag.IntVar(&o.work.tableSize, "table-size", 10000, "rows per sysbench table")
 	flag.IntVar(&o.rounds, "rounds", 2, "rounds; each round runs every mode once, in -modes order")
-	flag.StringVar(&modeList, "modes", defaultModes, "comma-separated modes: A (async), B (native semi-sync), C (Quire K=1), D (Quire K=2), B-io, B-fsync")
+	flag.StringVar(&modeList, "modes", defaultModes, "comma-separated modes: A (async), B (native semi-sync), C (Quire K=1), D (Quire K=2), B-io, B-fsync, B-par")
 	flag.StringVar(&o.dir, "dir", os.TempDir(), "directory for the databases and logs (use the disk you care about; tmpfs makes fsync free)")
 	flag.StringVar(&o.out, "out", "", "also write the results as markdown to this file")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the agents for each Quire run into this directory")
 	flag.BoolVar(&o.verbose, "v", false, "show the agents' info logs")
+	flag.StringVar(&replicaApply, "replica-apply", "", "Quire modes: the replicas' agent `apply` settings as a YAML flow mapping, e.g. '{channels: 4, block_time: 5ms}' (default: the agent's defaults)")
 	flag.Parse()
 	var err error
 	if o.modes, err = parseModes(modeList); err != nil {

@@ -28,7 +28,19 @@ type counters struct {
 
 const (
 	fsyncMetric = "quire_txlog_fsync_duration_seconds"
+	blockMetric = "quire_apply_block_size_transactions"
 )
+
+// sumLabeled adds up the series of metric name (with any labels).
+func sumLabeled(m map[string]float64, name string) float64 {
+	var t float64
+	for k, v := range m {
+		if k == name || strings.HasPrefix(k, name+"{") {
+			t += v
+		}
+	}
+	return t
+}
 
 // snapshot reads the counters.
 func (c *cluster) snapshot(ctx context.Context) (counters, error) {
@@ -43,7 +55,7 @@ func (c *cluster) snapshot(ctx context.Context) (counters, error) {
 			continue
 		}
 		s.logs = append(s.logs, n.agent.Log().Stats())
-		m, err := scrapeMetrics(ctx, n.agent.HTTPAddr(), fsyncMetric+"_")
+		m, err := scrapeMetrics(ctx, n.agent.HTTPAddr(), fsyncMetric+"_", blockMetric+"_")
 		if err != nil {
 			return s, fmt.Errorf("agent %s: %w", n.name, err)
 		}
@@ -76,6 +88,7 @@ type runResult struct {
 	logs                                          []logUse           // each agent's log (Quire modes)
 	ship                                          durations          // per transaction: durable in db1's log → in the K-th replica's
 	lag                                           uint64             // the replicas' largest apply lag (transactions) when the clients stopped
+	blocks, blockTx                               float64            // blocks the replicas' appliers committed, and the transactions in them
 }
 
 // logUse is one agent's log during a run.
@@ -107,6 +120,10 @@ func (r *runResult) usage(c0, c1 counters, sysbench time.Duration) {
 			fsyncSeconds: c1.metrics[i][fsyncMetric+"_sum"] - c0.metrics[i][fsyncMetric+"_sum"],
 			fsyncCount:   c1.metrics[i][fsyncMetric+"_count"] - c0.metrics[i][fsyncMetric+"_count"],
 		})
+		if i > 0 {
+			r.blocks += sumLabeled(c1.metrics[i], blockMetric+"_count") - sumLabeled(c0.metrics[i], blockMetric+"_count")
+			r.blockTx += sumLabeled(c1.metrics[i], blockMetric+"_sum") - sumLabeled(c0.metrics[i], blockMetric+"_sum")
+		}
 	}
 }
 
@@ -259,7 +276,7 @@ func (rep *report) summaryTable() table {
 func (rep *report) profileTable() table {
 	t := table{header: []string{"mode", "commit waits for ACK: avg ms", "waits/tx",
 		"db1 log fsync ms", "db1 records/fsync", "replica logs fsync ms", "replica records/fsync", "db1 log → K-th replica log: avg ms", "p95 ms",
-		"CPU ms/tx: db1", "db2+db3", "agents", "sysbench", "replica apply lag at end (tx)"}}
+		"CPU ms/tx: db1", "db2+db3", "agents", "sysbench", "replica apply lag at end (tx)", "replica tx/block"}}
 	for _, m := range rep.opts.modes {
 		runs := rep.modeRuns(m.name)
 		if len(runs) == 0 {
@@ -270,7 +287,10 @@ func (rep *report) profileTable() table {
 		var ship durations
 		var cpuP, cpuR, cpuS, cpuB time.Duration
 		var lags []string
+		var blocks, blockTx float64
 		for _, r := range runs {
+			blocks += r.blocks
+			blockTx += r.blockTx
 			tx += float64(r.tx)
 			waits += r.semi["Rpl_semi_sync_master_tx_waits"]
 			waitUS += r.semi["Rpl_semi_sync_master_tx_wait_time"]
@@ -297,7 +317,7 @@ func (rep *report) profileTable() table {
 			}
 			return f2(float64(d.Milliseconds()) / tx)
 		}
-		row := []string{m.name, "–", "–", "–", "–", "–", "–", "–", "–", perTx(cpuP), perTx(cpuR), perTx(cpuS), perTx(cpuB), strings.Join(lags, ", ")}
+		row := []string{m.name, "–", "–", "–", "–", "–", "–", "–", "–", perTx(cpuP), perTx(cpuR), perTx(cpuS), perTx(cpuB), strings.Join(lags, ", "), "–"}
 		if waits > 0 {
 			row[1] = msf(waitUS / waits / 1000)
 			row[2] = f2(waits / tx)
@@ -314,6 +334,9 @@ func (rep *report) profileTable() table {
 			}
 			if rep.fsyncs > 0 {
 				row[6] = f1(float64(rep.records) / float64(rep.fsyncs))
+			}
+			if blocks > 0 {
+				row[14] = f2(blockTx / blocks)
 			}
 			if len(ship) > 0 {
 				row[7] = msf(float64(ship.mean()) / 1e6)

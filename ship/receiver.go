@@ -83,8 +83,10 @@ func (r *Receiver) Changed() <-chan struct{} {
 }
 
 func (r *Receiver) setCommit(c uint64) {
-	if c > r.cfg.Log.LastSeqno() {
-		c = r.cfg.Log.LastSeqno()
+	// The applier applies only what this replica holds durably: a crash
+	// must not leave the database ahead of the log.
+	if d := r.cfg.Log.DurableSeqno(); c > d {
+		c = d
 	}
 	for {
 		old := r.commit.Load()
@@ -202,12 +204,34 @@ func (r *Receiver) Receive(ctx context.Context, conn grpc.ClientConnInterface) e
 		return fmt.Errorf("ship: primary's first answer is %T, want accept or fork", down.Msg)
 	}
 	alive <- struct{}{}
-	// Report what this replica already holds: after a primary agent's
-	// restart the gate learns of it only from us, and commits waiting for
-	// those records would otherwise wait for the next batch, which they
-	// themselves hold up.
-	if err := st.Send(&shippb.Up{Msg: &shippb.Up_Ack{Ack: &shippb.Ack{DurableSeqno: l.DurableSeqno()}}}); err != nil {
-		return r.streamErr(ctx, "send ack", err)
+
+	// The syncer fsyncs what the loop below appended and reports it: while
+	// one fsync runs, the loop keeps receiving and appending, and the next
+	// fsync covers everything that arrived meanwhile. It owns st.Send. It
+	// first reports what this replica already holds: after a primary
+	// agent's restart the gate learns of it only from us, and commits
+	// waiting for those records would otherwise wait for the next batch,
+	// which they themselves hold up.
+	var primaryCommit atomic.Uint64
+	syncDone := make(chan struct{})
+	go func() {
+		defer close(syncDone)
+		if err := r.syncLoop(ctx, st, &primaryCommit); err != nil {
+			cancel(err)
+		}
+	}()
+	defer func() {
+		cancel(nil)
+		<-syncDone
+	}()
+	commit := func(c uint64) {
+		for {
+			old := primaryCommit.Load()
+			if c <= old || primaryCommit.CompareAndSwap(old, c) {
+				break
+			}
+		}
+		r.setCommit(c)
 	}
 
 	for {
@@ -224,14 +248,43 @@ func (r *Receiver) Receive(ctx context.Context, conn grpc.ClientConnInterface) e
 			if err := r.appendBatch(m.Batch, streamEpoch); err != nil {
 				return err
 			}
-			if err := st.Send(&shippb.Up{Msg: &shippb.Up_Ack{Ack: &shippb.Ack{DurableSeqno: l.DurableSeqno()}}}); err != nil {
-				return r.streamErr(ctx, "send ack", err)
-			}
-			r.setCommit(m.Batch.CommitSeqno)
+			commit(m.Batch.CommitSeqno)
 		case *shippb.Down_Commit:
-			r.setCommit(m.Commit.Seqno)
+			commit(m.Commit.Seqno)
 		default:
 			return fmt.Errorf("ship: unexpected %T on an accepted stream", down.Msg)
+		}
+	}
+}
+
+// syncLoop makes appended records durable, reports the durable seqno to
+// the primary after every fsync, and raises the commit index as far as
+// the primary's commit and the local log allow.
+func (r *Receiver) syncLoop(ctx context.Context, st grpc.BidiStreamingClient[shippb.Up, shippb.Down], primaryCommit *atomic.Uint64) error {
+	l := r.cfg.Log
+	reported := l.DurableSeqno()
+	if err := st.Send(&shippb.Up{Msg: &shippb.Up_Ack{Ack: &shippb.Ack{DurableSeqno: reported}}}); err != nil {
+		return fmt.Errorf("ship: send ack: %w", err)
+	}
+	for {
+		changed := l.Changed()
+		if l.LastSeqno() > l.DurableSeqno() {
+			if err := l.Sync(); err != nil {
+				return fmt.Errorf("ship: fsync the log: %w", err)
+			}
+		}
+		if d := l.DurableSeqno(); d != reported {
+			reported = d
+			if err := st.Send(&shippb.Up{Msg: &shippb.Up_Ack{Ack: &shippb.Ack{DurableSeqno: d}}}); err != nil {
+				return fmt.Errorf("ship: send ack: %w", err)
+			}
+			r.setCommit(primaryCommit.Load())
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
 		}
 	}
 }
@@ -243,7 +296,7 @@ func (r *Receiver) streamErr(ctx context.Context, what string, err error) error 
 	return fmt.Errorf("ship: %s: %w", what, err)
 }
 
-// appendBatch verifies and durably appends a batch.
+// appendBatch verifies a batch and appends it; the syncer makes it durable.
 func (r *Receiver) appendBatch(b *shippb.Batch, streamEpoch uint64) error {
 	l := r.cfg.Log
 	recs := make([]txlog.Record, len(b.Records))
@@ -266,7 +319,7 @@ func (r *Receiver) appendBatch(b *shippb.Batch, streamEpoch uint64) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	if err := l.AppendSync(recs...); err != nil {
+	if err := l.Append(recs...); err != nil {
 		return fmt.Errorf("ship: append seqnos %d..%d: %w", recs[0].Seqno, recs[len(recs)-1].Seqno, err)
 	}
 	return nil

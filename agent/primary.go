@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/quire-ha/quire/binlog"
@@ -293,7 +294,7 @@ func (a *Agent) runPrimary(ctx context.Context, epoch uint64) error {
 	a.log.Info("extracting", "epoch", epoch, "next_seqno", resume.Seqno+1)
 
 	// One goroutine reads transactions; this one appends whatever has
-	// arrived and makes it durable with one fsync.
+	// arrived, and a third makes it durable.
 	recs := make(chan txlog.Record, 1024)
 	rerr := make(chan error, 1)
 	go func() {
@@ -312,9 +313,59 @@ func (a *Agent) runPrimary(ctx context.Context, epoch uint64) error {
 			}
 		}
 	}()
+	// The syncer fsyncs what this loop appended and tells the gate: while
+	// one fsync runs, the loop keeps appending, so records reach the log
+	// streams (and the replicas' fsyncs) without waiting for the primary's.
+	var (
+		qmu    sync.Mutex
+		queued []txlog.Record // appended, not yet told to the gate; no events
+	)
+	kick := make(chan struct{}, 1)
+	syncErr := make(chan error, 1)
+	sctx, scancel := context.WithCancel(ctx)
+	var swg sync.WaitGroup
+	swg.Add(1)
+	defer func() {
+		scancel()
+		swg.Wait()
+	}()
+	go func() {
+		defer swg.Done()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-kick:
+			}
+			qmu.Lock()
+			recs := queued
+			queued = nil
+			qmu.Unlock()
+			if len(recs) == 0 {
+				continue
+			}
+			// An ACK never covers a record this log could lose: the gate
+			// hears of records only once they are durable here too.
+			if err := a.txl.Sync(); err != nil {
+				syncErr <- fmt.Errorf("agent: fsync seqnos %d..%d: %w", recs[0].Seqno, recs[len(recs)-1].Seqno, err)
+				return
+			}
+			if err := gate.extracted(recs); err != nil {
+				syncErr <- err
+				return
+			}
+		}
+	}()
+
 	batch := make([]txlog.Record, 0, 1024)
 	for {
-		rec, ok := <-recs
+		var rec txlog.Record
+		var ok bool
+		select {
+		case rec, ok = <-recs:
+		case err := <-syncErr:
+			return err
+		}
 		if !ok {
 			err := <-rerr
 			if ctx.Err() != nil {
@@ -338,17 +389,18 @@ func (a *Agent) runPrimary(ctx context.Context, epoch uint64) error {
 			}
 		}
 		// Append makes the records visible to the log streams at once, so
-		// the replicas receive and fsync them while this log fsyncs; the
-		// gate hears of them only once they are durable here too, so an
-		// ACK never covers a record this log could lose.
+		// the replicas receive and fsync them while this log fsyncs.
 		if err := a.txl.Append(batch...); err != nil {
 			return fmt.Errorf("agent: append seqnos %d..%d: %w", batch[0].Seqno, batch[len(batch)-1].Seqno, err)
 		}
-		if err := a.txl.Sync(); err != nil {
-			return fmt.Errorf("agent: fsync seqnos %d..%d: %w", batch[0].Seqno, batch[len(batch)-1].Seqno, err)
+		qmu.Lock()
+		for i := range batch {
+			queued = append(queued, txlog.Record{Seqno: batch[i].Seqno, SourceFile: batch[i].SourceFile, SourcePos: batch[i].SourcePos})
 		}
-		if err := gate.extracted(batch); err != nil {
-			return err
+		qmu.Unlock()
+		select {
+		case kick <- struct{}{}:
+		default:
 		}
 	}
 }

@@ -53,6 +53,11 @@ type ServerConfig struct {
 	// Keepalive is how often an idle stream carries the commit index, so
 	// replicas notice a dead primary (default 1s).
 	Keepalive time.Duration
+	// CommitDelay is how long a commit-index change waits to ride on the
+	// next batch while records are flowing, instead of a message of its
+	// own (default 2ms; negative: never wait). Only the replicas' apply
+	// waits for it; no client commit does.
+	CommitDelay time.Duration
 	// HelloTimeout bounds the wait for a replica's hello (default 10s).
 	HelloTimeout time.Duration
 	Logger       *slog.Logger
@@ -89,6 +94,9 @@ func NewServer(cfg ServerConfig) *Server {
 	}
 	if cfg.Keepalive <= 0 {
 		cfg.Keepalive = time.Second
+	}
+	if cfg.CommitDelay == 0 {
+		cfg.CommitDelay = 2 * time.Millisecond
 	}
 	if cfg.HelloTimeout <= 0 {
 		cfg.HelloTimeout = 10 * time.Second
@@ -295,6 +303,13 @@ func (s *Server) send(ctx context.Context, ss grpc.BidiStreamingServer[shippb.Up
 	keepalive := time.NewTicker(s.cfg.Keepalive)
 	defer keepalive.Stop()
 	var lastCommit uint64
+	var lastBatch time.Time // when the last batch was sent
+	var hold *time.Timer    // a commit-only message waiting for a batch
+	defer func() {
+		if hold != nil {
+			hold.Stop()
+		}
+	}()
 	next := from
 	for {
 		// Records are shipped as soon as they are written to the primary's
@@ -335,20 +350,44 @@ func (s *Server) send(ctx context.Context, ss grpc.BidiStreamingServer[shippb.Up
 				return err
 			}
 			lastCommit = batch.CommitSeqno
+			lastBatch = time.Now()
+			if hold != nil {
+				hold.Stop()
+				hold = nil
+			}
 			continue
 		}
+		var holdC <-chan time.Time
 		if c := min(commit, next-1); c != lastCommit {
-			if err := ss.Send(&shippb.Down{Msg: &shippb.Down_Commit{Commit: &shippb.CommitIndex{Seqno: c}}}); err != nil {
-				return err
+			// While records flow, the next batch comes within about one
+			// fsync of the primary's log and carries the commit index;
+			// a message of its own would cost both sides a write, a read
+			// and a wake-up for nothing.
+			if d := s.cfg.CommitDelay; d > 0 && time.Since(lastBatch) < d {
+				if hold == nil {
+					hold = time.NewTimer(d)
+				}
+				holdC = hold.C
+			} else {
+				if hold != nil {
+					hold.Stop()
+					hold = nil
+				}
+				if err := ss.Send(&shippb.Down{Msg: &shippb.Down_Commit{Commit: &shippb.CommitIndex{Seqno: c}}}); err != nil {
+					return err
+				}
+				lastCommit = c
+				continue
 			}
-			lastCommit = c
-			continue
 		}
 		select {
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		case <-logChanged:
 		case <-commitChanged:
+		case <-holdC:
+			hold = nil
+			lastBatch = time.Time{} // send it now
 		case <-keepalive.C:
 			if err := ss.Send(&shippb.Down{Msg: &shippb.Down_Commit{Commit: &shippb.CommitIndex{Seqno: lastCommit}}}); err != nil {
 				return err

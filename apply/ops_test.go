@@ -424,19 +424,7 @@ func TestLockWaitRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	ci.Set(uint64(len(recs)))
-	retries := func() float64 {
-		mfs, _ := reg.Gather()
-		var n float64
-		for _, mf := range mfs {
-			if mf.GetName() == "quire_apply_retries_total" {
-				for _, m := range mf.GetMetric() {
-					n += m.GetCounter().GetValue()
-				}
-			}
-		}
-		return n
-	}
-	waitFor(t, "a retry", 30*time.Second, func() bool { return retries() >= 2 })
+	waitFor(t, "a retry", 30*time.Second, func() bool { return counterSum(t, reg, "quire_apply_retries_total") >= 2 })
 	if _, err := blocker.ExecContext(ctx, "ROLLBACK"); err != nil {
 		t.Fatal(err)
 	}

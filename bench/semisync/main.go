@@ -72,8 +72,17 @@ func run() int {
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the agents for each Quire run into this directory")
 	flag.BoolVar(&o.verbose, "v", false, "show the agents' info logs")
 	flag.StringVar(&replicaApply, "replica-apply", "", "Quire modes: the replicas' agent `apply` settings as a YAML flow mapping, e.g. '{channels: 4, block_time: 5ms}' (default: the agent's defaults)")
+	splitFlag := flag.String("split-cpus", "", "stand in for separate hosts on 2 CPUs: db1 and sysbench on CPU 0, db2 and db3 on CPU 1, and the agents (this process) with them: "+agentsOnPrimary+" or "+agentsOnReplicas)
 	flag.Parse()
 	var err error
+	if split, err = parseSplit(*splitFlag); err != nil {
+		fmt.Fprintf(os.Stderr, "semisync: %v\n", err)
+		return 2
+	}
+	if err = split.pinSelf(); err != nil {
+		fmt.Fprintf(os.Stderr, "semisync: %v\n", err)
+		return 1
+	}
 	if o.modes, err = parseModes(modeList); err != nil {
 		fmt.Fprintf(os.Stderr, "semisync: -modes: %v\n", err)
 		return 2

@@ -192,7 +192,14 @@ func (s *server) start(ctx context.Context, mariadbd string) error {
 	if os.Geteuid() == 0 {
 		args = append(args, "--user=root")
 	}
-	cmd := exec.Command(mariadbd, args...)
+	cpu := split.replica
+	if s.name == "db1" {
+		cpu = split.primary
+	}
+	// taskset execs mariadbd in the same process, so cmd's pid is
+	// mariadbd's.
+	prog, args := split.command(cpu, mariadbd, args...)
+	cmd := exec.Command(prog, args...)
 	// Its own process group keeps a terminal's Ctrl-C away from it (the
 	// benchmark stops it); the death signal covers a killed benchmark.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}

@@ -380,6 +380,10 @@ func (rep *report) notes() []string {
 		"client: " + o.work.commandLine(),
 		fmt.Sprintf("finished %s after %s", time.Now().Format(time.DateTime), time.Since(rep.started).Round(time.Second)),
 	}
+	if split.on {
+		out = append(out, fmt.Sprintf("CPUs split (-split-cpus): db1 and sysbench on CPU %d, db2 and db3 on CPU %d, this process (the agents) on CPU %d",
+			split.primary, split.replica, split.own))
+	}
 	return out
 }
 

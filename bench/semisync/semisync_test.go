@@ -241,3 +241,35 @@ func TestShipDelays(t *testing.T) {
 		t.Errorf("mean %v p50 %v p95 %v", d.mean(), d.percentile(50), d.percentile(95))
 	}
 }
+
+func TestParseSplit(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		on      bool
+		own     int
+		wantErr string
+	}{
+		{in: "", on: false},
+		{in: agentsOnPrimary, on: true, own: 0},
+		{in: agentsOnReplicas, on: true, own: 1},
+		{in: "replicas", wantErr: `-split-cpus "replicas": want agents-on-primary or agents-on-replicas`},
+	} {
+		c, err := parseSplit(tc.in)
+		if tc.wantErr != "" {
+			if err == nil || err.Error() != tc.wantErr {
+				t.Errorf("parseSplit(%q): error %v, want %q", tc.in, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Skipf("parseSplit(%q): %v (machine without 2 CPUs or taskset)", tc.in, err)
+		}
+		if c.on != tc.on || (c.on && (c.own != tc.own || c.primary != 0 || c.replica != 1)) {
+			t.Errorf("parseSplit(%q) = %+v", tc.in, c)
+		}
+		prog, args := c.command(1, "/usr/sbin/mariadbd", "--x")
+		if want := map[bool]string{true: "taskset", false: "/usr/sbin/mariadbd"}[c.on]; prog != want {
+			t.Errorf("parseSplit(%q).command runs %s %v, want %s", tc.in, prog, args, want)
+		}
+	}
+}

@@ -118,7 +118,8 @@ func runProcess(ctx context.Context, name string, args ...string) ([]byte, time.
 	if err != nil {
 		return nil, 0, err
 	}
-	cmd := exec.CommandContext(ctx, path, args...)
+	prog, args := split.command(split.primary, path, args...)
+	cmd := exec.CommandContext(ctx, prog, args...)
 	// Its own process group keeps a terminal's Ctrl-C away from it (ctx
 	// stops it); the death signal covers a killed benchmark.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}

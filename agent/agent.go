@@ -116,7 +116,12 @@ func New(cfg *config.Agent, logger *slog.Logger) (*Agent, error) {
 		a.Close()
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a.ship = ship.NewServer(ship.ServerConfig{Node: cfg.NodeID, Log: a.txl, Logger: logger, Keepalive: cfg.Replication.Heartbeat})
+	shipMetrics, err := ship.NewMetrics(a.reg)
+	if err != nil {
+		a.Close()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a.ship = ship.NewServer(ship.ServerConfig{Node: cfg.NodeID, Log: a.txl, Logger: logger, Keepalive: cfg.Replication.Heartbeat, Metrics: shipMetrics})
 
 	serverOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(1 << 20), grpc.MaxSendMsgSize(maxMsg)}
 	a.dialer = []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg))}

@@ -60,7 +60,9 @@ type ServerConfig struct {
 	CommitDelay time.Duration
 	// HelloTimeout bounds the wait for a replica's hello (default 10s).
 	HelloTimeout time.Duration
-	Logger       *slog.Logger
+	// Metrics, if not nil, times the replicas' acks.
+	Metrics *Metrics
+	Logger  *slog.Logger
 }
 
 // Server is the primary side of log shipping: the LogShipping gRPC service.
@@ -198,8 +200,8 @@ func (s *Server) Stream(ss grpc.BidiStreamingServer[shippb.Up, shippb.Down]) err
 		defer acks.Disconnected(hello.Node)
 	}
 
-	var sent sentMark
-	sent.set(hello.NextSeqno - 1)
+	var sent inFlight
+	sent.start(hello.NextSeqno - 1)
 	recvErr := make(chan error, 1)
 	go func() { recvErr <- s.recvAcks(ss, hello.Node, &sent, acks) }()
 	sendErr := make(chan error, 1)
@@ -224,15 +226,6 @@ func (s *Server) Stream(ss grpc.BidiStreamingServer[shippb.Up, shippb.Down]) err
 	}
 	return err
 }
-
-// sentMark is the highest seqno sent on a stream.
-type sentMark struct {
-	mu sync.Mutex
-	n  uint64
-}
-
-func (m *sentMark) set(n uint64) { m.mu.Lock(); m.n = n; m.mu.Unlock() }
-func (m *sentMark) get() uint64  { m.mu.Lock(); defer m.mu.Unlock(); return m.n }
 
 func (s *Server) recvHello(ss grpc.BidiStreamingServer[shippb.Up, shippb.Down]) (Hello, error) {
 	type result struct {
@@ -261,7 +254,7 @@ func (s *Server) recvHello(ss grpc.BidiStreamingServer[shippb.Up, shippb.Down]) 
 }
 
 // recvAcks reads durable-seqno reports until the stream ends.
-func (s *Server) recvAcks(ss grpc.BidiStreamingServer[shippb.Up, shippb.Down], node string, sent *sentMark, acks AckSink) error {
+func (s *Server) recvAcks(ss grpc.BidiStreamingServer[shippb.Up, shippb.Down], node string, sent *inFlight, acks AckSink) error {
 	var last uint64
 	for {
 		up, err := ss.Recv()
@@ -273,7 +266,7 @@ func (s *Server) recvAcks(ss grpc.BidiStreamingServer[shippb.Up, shippb.Down], n
 			return status.Errorf(codes.InvalidArgument, "replica %s: only acks may follow the hello", node)
 		}
 		d := ack.DurableSeqno
-		if max := sent.get(); d > max {
+		if max := sent.max(); d > max {
 			return status.Errorf(codes.InvalidArgument, "replica %s: acked durable seqno %d but only %d was sent", node, d, max)
 		}
 		if d < last {
@@ -282,6 +275,13 @@ func (s *Server) recvAcks(ss grpc.BidiStreamingServer[shippb.Up, shippb.Down], n
 		last = d
 		if acks != nil {
 			acks.Durable(node, d)
+		}
+		rtts := sent.acked(d, time.Now())
+		if m := s.cfg.Metrics; m != nil {
+			obs := m.ackRTT.WithLabelValues(node)
+			for _, rtt := range rtts {
+				obs.Observe(rtt.Seconds())
+			}
 		}
 	}
 }
@@ -294,7 +294,7 @@ func (s *Server) commitIndex(commit CommitIndex) (uint64, <-chan struct{}) {
 }
 
 // send streams written records from seqno from, and the commit index.
-func (s *Server) send(ctx context.Context, ss grpc.BidiStreamingServer[shippb.Up, shippb.Down], from uint64, sent *sentMark, commitSrc CommitIndex) error {
+func (s *Server) send(ctx context.Context, ss grpc.BidiStreamingServer[shippb.Up, shippb.Down], from uint64, sent *inFlight, commitSrc CommitIndex) error {
 	l := s.cfg.Log
 	r, err := l.NewReader(from)
 	if err != nil {
@@ -345,12 +345,13 @@ func (s *Server) send(ctx context.Context, ss grpc.BidiStreamingServer[shippb.Up
 				next++
 			}
 			batch.CommitSeqno = min(commit, next-1)
-			sent.set(next - 1)
+			now := time.Now()
+			sent.sent(next-1, now)
 			if err := ss.Send(&shippb.Down{Msg: &shippb.Down_Batch{Batch: batch}}); err != nil {
 				return err
 			}
 			lastCommit = batch.CommitSeqno
-			lastBatch = time.Now()
+			lastBatch = now
 			if hold != nil {
 				hold.Stop()
 				hold = nil

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -122,7 +124,12 @@ func TestShipToTwoReplicas(t *testing.T) {
 	primary := openLog(t)
 	appendN(t, primary, 100, 1, 300)
 	a := &acks{durable: map[string]uint64{}, up: map[string]bool{}}
-	srv := NewServer(ServerConfig{Logger: testLogger(t), Node: "db1", Log: primary, Acks: a, BatchRecords: 64})
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(ServerConfig{Logger: testLogger(t), Node: "db1", Log: primary, Acks: a, BatchRecords: 64, Metrics: m})
 	srv.SetRole(true, 1)
 	conn := serve(t, srv)
 
@@ -150,6 +157,15 @@ func TestShipToTwoReplicas(t *testing.T) {
 		waitFor(t, name+" commit index", 10*time.Second, func() bool { return recvs[i].CommitIndex() == want })
 		if digest(t, l) != digest(t, primary) {
 			t.Fatalf("%s log differs from the primary's", name)
+		}
+		// Every batch was acknowledged, so every one was timed: at least
+		// the 1051 records streamed in batches of at most 64.
+		h := &dto.Metric{}
+		if err := m.ackRTT.WithLabelValues(name).(prometheus.Metric).Write(h); err != nil {
+			t.Fatal(err)
+		}
+		if n, sum := h.GetHistogram().GetSampleCount(), h.GetHistogram().GetSampleSum(); n < 1051/64 || sum <= 0 {
+			t.Errorf("%s: %d acks timed, %.6f s in all; want at least %d batches and a positive time", name, n, sum, 1051/64)
 		}
 	}
 	cancel()

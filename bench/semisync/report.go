@@ -29,6 +29,7 @@ type counters struct {
 const (
 	fsyncMetric = "quire_txlog_fsync_duration_seconds"
 	blockMetric = "quire_apply_block_size_transactions"
+	ackMetric   = "quire_ship_replica_ack_seconds"
 )
 
 // sumLabeled adds up the series of metric name (with any labels).
@@ -55,7 +56,7 @@ func (c *cluster) snapshot(ctx context.Context) (counters, error) {
 			continue
 		}
 		s.logs = append(s.logs, n.agent.Log().Stats())
-		m, err := scrapeMetrics(ctx, n.agent.HTTPAddr(), fsyncMetric+"_", blockMetric+"_")
+		m, err := scrapeMetrics(ctx, n.agent.HTTPAddr(), fsyncMetric+"_", blockMetric+"_", ackMetric+"_")
 		if err != nil {
 			return s, fmt.Errorf("agent %s: %w", n.name, err)
 		}
@@ -89,6 +90,7 @@ type runResult struct {
 	ship                                          durations          // per transaction: durable in db1's log → in the K-th replica's
 	lag                                           uint64             // the replicas' largest apply lag (transactions) when the clients stopped
 	blocks, blockTx                               float64            // blocks the replicas' appliers committed, and the transactions in them
+	acks, ackSeconds                              float64            // batches the primary's agent timed from sending to a replica's durable report, and their total time
 }
 
 // logUse is one agent's log during a run.
@@ -120,6 +122,10 @@ func (r *runResult) usage(c0, c1 counters, sysbench time.Duration) {
 			fsyncSeconds: c1.metrics[i][fsyncMetric+"_sum"] - c0.metrics[i][fsyncMetric+"_sum"],
 			fsyncCount:   c1.metrics[i][fsyncMetric+"_count"] - c0.metrics[i][fsyncMetric+"_count"],
 		})
+		if i == 0 {
+			r.acks = sumLabeled(c1.metrics[i], ackMetric+"_count") - sumLabeled(c0.metrics[i], ackMetric+"_count")
+			r.ackSeconds = sumLabeled(c1.metrics[i], ackMetric+"_sum") - sumLabeled(c0.metrics[i], ackMetric+"_sum")
+		}
 		if i > 0 {
 			r.blocks += sumLabeled(c1.metrics[i], blockMetric+"_count") - sumLabeled(c0.metrics[i], blockMetric+"_count")
 			r.blockTx += sumLabeled(c1.metrics[i], blockMetric+"_sum") - sumLabeled(c0.metrics[i], blockMetric+"_sum")
@@ -275,7 +281,7 @@ func (rep *report) summaryTable() table {
 // every round of a mode.
 func (rep *report) profileTable() table {
 	t := table{header: []string{"mode", "commit waits for ACK: avg ms", "waits/tx",
-		"db1 log fsync ms", "db1 records/fsync", "replica logs fsync ms", "replica records/fsync", "db1 log → K-th replica log: avg ms", "p95 ms",
+		"db1 log fsync ms", "db1 records/fsync", "replica logs fsync ms", "replica records/fsync", "batch sent → replica's ack: avg ms", "db1 log → K-th replica log: avg ms", "p95 ms",
 		"CPU ms/tx: db1", "db2+db3", "agents", "sysbench", "replica apply lag at end (tx)", "replica tx/block"}}
 	for _, m := range rep.opts.modes {
 		runs := rep.modeRuns(m.name)
@@ -287,8 +293,10 @@ func (rep *report) profileTable() table {
 		var ship durations
 		var cpuP, cpuR, cpuS, cpuB time.Duration
 		var lags []string
-		var blocks, blockTx float64
+		var blocks, blockTx, acks, ackSeconds float64
 		for _, r := range runs {
+			acks += r.acks
+			ackSeconds += r.ackSeconds
 			blocks += r.blocks
 			blockTx += r.blockTx
 			tx += float64(r.tx)
@@ -317,7 +325,7 @@ func (rep *report) profileTable() table {
 			}
 			return f2(float64(d.Milliseconds()) / tx)
 		}
-		row := []string{m.name, "–", "–", "–", "–", "–", "–", "–", "–", perTx(cpuP), perTx(cpuR), perTx(cpuS), perTx(cpuB), strings.Join(lags, ", "), "–"}
+		row := []string{m.name, "–", "–", "–", "–", "–", "–", "–", "–", "–", perTx(cpuP), perTx(cpuR), perTx(cpuS), perTx(cpuB), strings.Join(lags, ", "), "–"}
 		if waits > 0 {
 			row[1] = msf(waitUS / waits / 1000)
 			row[2] = f2(waits / tx)
@@ -336,14 +344,17 @@ func (rep *report) profileTable() table {
 				row[6] = f1(float64(rep.records) / float64(rep.fsyncs))
 			}
 			if blocks > 0 {
-				row[14] = f2(blockTx / blocks)
+				row[15] = f2(blockTx / blocks)
+			}
+			if acks > 0 {
+				row[7] = msf(ackSeconds / acks * 1000)
 			}
 			if len(ship) > 0 {
-				row[7] = msf(float64(ship.mean()) / 1e6)
-				row[8] = msf(float64(ship.percentile(95)) / 1e6)
+				row[8] = msf(float64(ship.mean()) / 1e6)
+				row[9] = msf(float64(ship.percentile(95)) / 1e6)
 			}
 		} else {
-			row[11] = "–" // nothing of the benchmark process is in the path
+			row[12] = "–" // nothing of the benchmark process is in the path
 		}
 		t.rows = append(t.rows, row)
 	}

@@ -56,6 +56,13 @@ type Role struct {
 // maxMsg bounds gRPC messages: a record may be as large as a transaction.
 const maxMsg = txlog.MaxRecordSize + 1<<20
 
+// streamWindow and connWindow are the gRPC flow-control windows of the
+// agent's streams and connections.
+const (
+	streamWindow = 8 << 20
+	connWindow   = 16 << 20
+)
+
 // Agent is one running agent.
 type Agent struct {
 	cfg    *config.Agent
@@ -123,8 +130,15 @@ func New(cfg *config.Agent, logger *slog.Logger) (*Agent, error) {
 	}
 	a.ship = ship.NewServer(ship.ServerConfig{Node: cfg.NodeID, Log: a.txl, Logger: logger, Keepalive: cfg.Replication.Heartbeat, Metrics: shipMetrics})
 
-	serverOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(1 << 20), grpc.MaxSendMsgSize(maxMsg)}
-	a.dialer = []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg))}
+	// Fixed flow-control windows turn off gRPC's bandwidth-delay
+	// estimation, which pings the peer about once per round trip while
+	// data flows: on a log stream of small batches that is a write and a
+	// read on both sides for every few batches. The windows are large
+	// enough for a full batch (BatchBytes) in flight on every stream.
+	serverOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(1 << 20), grpc.MaxSendMsgSize(maxMsg),
+		grpc.InitialWindowSize(streamWindow), grpc.InitialConnWindowSize(connWindow)}
+	a.dialer = []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg)),
+		grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow)}
 	if cfg.TLS.InsecurePlaintext {
 		a.dialer = append(a.dialer, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	} else {

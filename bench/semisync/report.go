@@ -20,6 +20,7 @@ type counters struct {
 	at      time.Time
 	dbCPU   []time.Duration // each node's mariadbd
 	self    time.Duration   // this process: the agents in Quire modes
+	selfIO  uint64          // this process's read and write system calls
 	machine machineCPU
 	semi    map[string]float64   // the primary's Rpl_semi_sync_master_* status
 	logs    []txlog.Stats        // each agent's log (Quire modes)
@@ -45,7 +46,7 @@ func sumLabeled(m map[string]float64, name string) float64 {
 
 // snapshot reads the counters.
 func (c *cluster) snapshot(ctx context.Context) (counters, error) {
-	s := counters{at: time.Now(), self: selfCPU(), machine: readMachineCPU()}
+	s := counters{at: time.Now(), self: selfCPU(), selfIO: selfSyscalls(), machine: readMachineCPU()}
 	for _, n := range c.nodes {
 		d, err := procCPU(n.db.pid())
 		if err != nil {
@@ -91,6 +92,7 @@ type runResult struct {
 	lag                                           uint64             // the replicas' largest apply lag (transactions) when the clients stopped
 	blocks, blockTx                               float64            // blocks the replicas' appliers committed, and the transactions in them
 	acks, ackSeconds                              float64            // batches the primary's agent timed from sending to a replica's durable report, and their total time
+	syscalls                                      uint64             // read and write system calls of this process (the agents)
 }
 
 // logUse is one agent's log during a run.
@@ -107,6 +109,7 @@ func (r *runResult) usage(c0, c1 counters, sysbench time.Duration) {
 		r.cpuReplicas += c1.dbCPU[i] - c0.dbCPU[i]
 	}
 	r.cpuSelf = c1.self - c0.self
+	r.syscalls = c1.selfIO - c0.selfIO
 	r.cpuSysbench = sysbench
 	ours := r.cpuPrimary + r.cpuReplicas + r.cpuSelf + r.cpuSysbench
 	r.cpuOthers = max(0, c1.machine.busy-c0.machine.busy-ours)
@@ -282,7 +285,7 @@ func (rep *report) summaryTable() table {
 func (rep *report) profileTable() table {
 	t := table{header: []string{"mode", "commit waits for ACK: avg ms", "waits/tx",
 		"db1 log fsync ms", "db1 records/fsync", "replica logs fsync ms", "replica records/fsync", "batch sent → replica's ack: avg ms", "db1 log → K-th replica log: avg ms", "p95 ms",
-		"CPU ms/tx: db1", "db2+db3", "agents", "sysbench", "replica apply lag at end (tx)", "replica tx/block"}}
+		"CPU ms/tx: db1", "db2+db3", "agents", "sysbench", "replica apply lag at end (tx)", "replica tx/block", "agents' read+write syscalls/tx"}}
 	for _, m := range rep.opts.modes {
 		runs := rep.modeRuns(m.name)
 		if len(runs) == 0 {
@@ -294,7 +297,9 @@ func (rep *report) profileTable() table {
 		var cpuP, cpuR, cpuS, cpuB time.Duration
 		var lags []string
 		var blocks, blockTx, acks, ackSeconds float64
+		var syscalls uint64
 		for _, r := range runs {
+			syscalls += r.syscalls
 			acks += r.acks
 			ackSeconds += r.ackSeconds
 			blocks += r.blocks
@@ -325,7 +330,7 @@ func (rep *report) profileTable() table {
 			}
 			return f2(float64(d.Milliseconds()) / tx)
 		}
-		row := []string{m.name, "–", "–", "–", "–", "–", "–", "–", "–", "–", perTx(cpuP), perTx(cpuR), perTx(cpuS), perTx(cpuB), strings.Join(lags, ", "), "–"}
+		row := []string{m.name, "–", "–", "–", "–", "–", "–", "–", "–", "–", perTx(cpuP), perTx(cpuR), perTx(cpuS), perTx(cpuB), strings.Join(lags, ", "), "–", "–"}
 		if waits > 0 {
 			row[1] = msf(waitUS / waits / 1000)
 			row[2] = f2(waits / tx)
@@ -348,6 +353,9 @@ func (rep *report) profileTable() table {
 			}
 			if acks > 0 {
 				row[7] = msf(ackSeconds / acks * 1000)
+			}
+			if syscalls > 0 && tx > 0 {
+				row[16] = f1(float64(syscalls) / tx)
 			}
 			if len(ship) > 0 {
 				row[8] = msf(float64(ship.mean()) / 1e6)

@@ -47,6 +47,29 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// selfSyscalls returns how many read and write system calls this process
+// (the agents, in Quire modes) has made, from /proc/self/io (syscr + syscw),
+// or 0 if the kernel does not say.
+func selfSyscalls() uint64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0
+	}
+	var n uint64
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || (k != "syscr" && k != "syscw") {
+			continue
+		}
+		c, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return 0
+		}
+		n += c
+	}
+	return n
+}
+
 // machineCPU is the whole machine's CPU time from /proc/stat.
 type machineCPU struct {
 	busy, iowait, total time.Duration

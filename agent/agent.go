@@ -20,7 +20,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -33,6 +32,8 @@ import (
 	"github.com/quire-ha/quire/buildinfo"
 	"github.com/quire-ha/quire/certs"
 	"github.com/quire-ha/quire/config"
+	"github.com/quire-ha/quire/internal/statefile"
+	"github.com/quire-ha/quire/localdb"
 	"github.com/quire-ha/quire/manager"
 	"github.com/quire-ha/quire/ship"
 	"github.com/quire-ha/quire/txlog"
@@ -114,10 +115,10 @@ func New(cfg *config.Agent, logger *slog.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a.db, err = openDB(cfg)
+	a.db, err = localdb.Open(cfg.MySQL)
 	if err != nil {
 		a.txl.Close()
-		return nil, err
+		return nil, fmt.Errorf("agent: %w", err)
 	}
 	if a.binlogMetrics, err = binlog.NewMetrics(a.reg); err != nil {
 		a.Close()
@@ -176,26 +177,6 @@ func New(cfg *config.Agent, logger *slog.Logger) (*Agent, error) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	a.hsrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	return a, nil
-}
-
-func openDB(cfg *config.Agent) (*sql.DB, error) {
-	mc := mysql.NewConfig()
-	mc.User = cfg.MySQL.User
-	mc.Passwd = cfg.MySQL.Password.Reveal()
-	if cfg.MySQL.Socket != "" {
-		mc.Net, mc.Addr = "unix", cfg.MySQL.Socket
-	} else {
-		mc.Net, mc.Addr = "tcp", net.JoinHostPort(cfg.MySQL.Host, fmt.Sprint(cfg.MySQL.Port))
-	}
-	mc.Timeout = 5 * time.Second
-	mc.ParseTime = true
-	conn, err := mysql.NewConnector(mc)
-	if err != nil {
-		return nil, fmt.Errorf("agent: mysql settings: %w", err)
-	}
-	db := sql.OpenDB(conn)
-	db.SetMaxOpenConns(16)
-	return db, nil
 }
 
 // GRPCAddr and HTTPAddr are the bound listener addresses.
@@ -479,4 +460,12 @@ func (a *Agent) close() error {
 		a.db.Close()
 	}
 	return err
+}
+
+// writeState replaces one of the agent's state files durably.
+func writeState(path string, data []byte) error {
+	if err := statefile.Write(path, data, 0o600); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	return nil
 }

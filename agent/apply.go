@@ -19,6 +19,7 @@ import (
 
 	"github.com/quire-ha/quire/apply"
 	"github.com/quire-ha/quire/config"
+	"github.com/quire-ha/quire/localdb"
 	"github.com/quire-ha/quire/ship"
 	"github.com/quire-ha/quire/txlog"
 )
@@ -473,17 +474,9 @@ func (ra *replicaApply) prepare(ctx context.Context, seeded *bool) error {
 	}
 	// A replica's commits must never wait for a semi-sync ACK: no one
 	// sends one to a replica, and with wait_no_slave every commit of the
-	// applier would hang.
-	var semi sql.NullBool
-	switch err := conn.QueryRowContext(ctx, "SELECT @@global.rpl_semi_sync_master_enabled").Scan(&semi); {
-	case isUnknownVariable(err):
-	case err != nil:
-		return fmt.Errorf("agent: apply: read rpl_semi_sync_master_enabled: %w", err)
-	case semi.Bool:
-		ra.log.Warn("replica database was a semi-sync master: SET GLOBAL rpl_semi_sync_master_enabled = OFF")
-		if _, err := conn.ExecContext(ctx, "SET GLOBAL rpl_semi_sync_master_enabled = OFF"); err != nil {
-			return fmt.Errorf("agent: apply: SET GLOBAL rpl_semi_sync_master_enabled = OFF: %w", err)
-		}
+	// applier would hang. Switching it off fences first (localdb).
+	if _, err := localdb.StopSemiSyncWaits(ctx, ra.a.db, ra.log); err != nil {
+		return fmt.Errorf("agent: apply: %w", err)
 	}
 	warnings, err := ra.checkSettings(ctx, conn)
 	if err != nil {
@@ -506,13 +499,6 @@ func (ra *replicaApply) prepare(ctx context.Context, seeded *bool) error {
 		*seeded = true
 	}
 	return nil
-}
-
-// isUnknownVariable: error 1193, a server without semi-sync (MySQL 8
-// without the plugin).
-func isUnknownVariable(err error) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && me.Number == 1193
 }
 
 // checkSettings returns warnings about settings the applier works with but

@@ -479,7 +479,7 @@ func (ra *replicaApply) drainAndSwitch(ctx context.Context, n int, recv *ship.Re
 		var b []byte
 		b, err = json.MarshalIndent(channelsSetting{Channels: n, ConfigChannels: ra.a.cfg.Apply.Channels, DrainedSeqno: res.DrainedSeqno, SetAt: time.Now().UTC()}, "", "  ")
 		if err == nil {
-			err = writeFileSync(path, append(b, '\n'))
+			err = writeState(path, append(b, '\n'))
 		}
 	}
 	if err != nil {

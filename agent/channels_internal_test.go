@@ -48,7 +48,7 @@ func TestChannelsSettingFile(t *testing.T) {
 	if s, err := loadChannelsSetting(path); s != nil || err != nil {
 		t.Fatalf("missing file: %+v, %v", s, err)
 	}
-	if err := writeFileSync(path, []byte(`{"channels": 3, "config_channels": 8, "drained_seqno": 42}`)); err != nil {
+	if err := writeState(path, []byte(`{"channels": 3, "config_channels": 8, "drained_seqno": 42}`)); err != nil {
 		t.Fatal(err)
 	}
 	s, err := loadChannelsSetting(path)

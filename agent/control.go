@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/quire-ha/quire/api/agentpb"
+	"github.com/quire-ha/quire/localdb"
 	"github.com/quire-ha/quire/semisync"
 )
 
@@ -55,42 +56,10 @@ func (c *control) Fence(ctx context.Context, req *agentpb.FenceRequest) (*agentp
 	return c.status(ctx), nil
 }
 
-// Fence sets read_only=ON on the local database and kills every client
-// session except replication and system threads. It returns how many
-// sessions it killed.
+// Fence makes the local database refuse client writes (localdb.Fence). It
+// returns how many client sessions it killed.
 func (a *Agent) Fence(ctx context.Context) (int, error) {
-	conn, err := a.db.Conn(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("connect to the local database: %w", err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "SET GLOBAL read_only = ON"); err != nil {
-		return 0, fmt.Errorf("SET GLOBAL read_only = ON: %w", err)
-	}
-	rows, err := conn.QueryContext(ctx, `SELECT id FROM information_schema.processlist
-		WHERE id <> CONNECTION_ID() AND user NOT IN ('system user', 'event_scheduler', 'unauthenticated user')
-		AND command NOT IN ('Binlog Dump', 'Daemon', 'Slave_IO', 'Slave_SQL', 'Slave_worker')`)
-	if err != nil {
-		return 0, fmt.Errorf("list sessions: %w", err)
-	}
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("list sessions: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	killed := 0
-	for _, id := range ids {
-		// A session may end by itself meanwhile (error 1094, unknown thread).
-		if _, err := conn.ExecContext(ctx, fmt.Sprintf("KILL CONNECTION %d", id)); err == nil {
-			killed++
-		}
-	}
-	return killed, nil
+	return localdb.Fence(ctx, a.db)
 }
 
 // Drain implements agentpb.AgentControlServer.

@@ -2,15 +2,12 @@ package agent
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -20,69 +17,6 @@ import (
 	"github.com/quire-ha/quire/semisync"
 	"github.com/quire-ha/quire/txlog"
 )
-
-// Semi-sync settings the primary needs (DESIGN.md §3). The agent sets the
-// settable ones and refuses to run when the others are wrong.
-type setting struct {
-	name     string
-	want     string
-	settable bool
-	ok       func(string) bool
-}
-
-// semiSyncTimeout is what the agent sets rpl_semi_sync_master_timeout to:
-// about 49 days. The managers, not a server timer, decide to degrade.
-const semiSyncTimeout = "4294967295"
-
-var primarySettings = []setting{
-	{"binlog_format", "ROW", false, eqFold("ROW")},
-	{"binlog_checksum", "CRC32", false, eqFold("CRC32")},
-	{"log_bin_compress", "OFF", true, boolOff},
-	{"rpl_semi_sync_master_wait_point", "AFTER_SYNC", true, eqFold("AFTER_SYNC")},
-	{"rpl_semi_sync_master_wait_no_slave", "ON", true, boolOn},
-	{"rpl_semi_sync_master_timeout", semiSyncTimeout, true, func(v string) bool {
-		n, err := strconv.ParseUint(v, 10, 64)
-		return err == nil && n >= 24*3600*1000
-	}},
-	// Enabled last: from here on commits wait for our ACK.
-	{"rpl_semi_sync_master_enabled", "ON", true, boolOn},
-}
-
-func eqFold(w string) func(string) bool {
-	return func(v string) bool { return strings.EqualFold(v, w) }
-}
-func boolOn(v string) bool  { return v == "1" || strings.EqualFold(v, "ON") }
-func boolOff(v string) bool { return v == "0" || strings.EqualFold(v, "OFF") }
-
-// CheckPrimarySettings reads the semi-sync and binlog settings of the
-// database, sets those it may set (telling the operator to put them in
-// my.cnf), and returns an error naming each variable it cannot fix.
-func CheckPrimarySettings(ctx context.Context, db *sql.DB, log *slog.Logger) error {
-	var problems []string
-	for _, s := range primarySettings {
-		var v sql.NullString
-		if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL."+s.name).Scan(&v); err != nil {
-			problems = append(problems, fmt.Sprintf("%s: cannot read it: %v", s.name, err))
-			continue
-		}
-		if s.ok(v.String) {
-			continue
-		}
-		if !s.settable {
-			problems = append(problems, fmt.Sprintf("%s is %s, Quire needs %s (set it in my.cnf and restart mariadbd)", s.name, v.String, s.want))
-			continue
-		}
-		if _, err := db.ExecContext(ctx, fmt.Sprintf("SET GLOBAL %s = %s", s.name, s.want)); err != nil {
-			problems = append(problems, fmt.Sprintf("%s is %s, Quire needs %s and could not set it: %v", s.name, v.String, s.want, err))
-			continue
-		}
-		log.Warn("changed a database setting for semi-sync; put it in my.cnf too so it survives a restart", "variable", s.name, "was", v.String, "now", s.want)
-	}
-	if len(problems) > 0 {
-		return fmt.Errorf("agent: the primary's settings are not usable:\n  %s", strings.Join(problems, "\n  "))
-	}
-	return nil
-}
 
 // ackState is the last semi-sync ACK the agent sent, persisted lazily: a
 // lower bound of what the sync set holds, used to restart the binlog dump at
@@ -349,7 +283,7 @@ func (ag *ackGate) persistLoop(ctx context.Context) {
 				}
 			}
 			b, _ := json.Marshal(st)
-			if err := writeFileSync(ag.a.ackStatePath(), append(b, '\n')); err != nil {
+			if err := writeState(ag.a.ackStatePath(), append(b, '\n')); err != nil {
 				ag.log.Warn("could not persist the last ACK (a restart will re-read more binlog)", "err", err)
 			}
 		}
@@ -372,7 +306,7 @@ func (a *Agent) degradedPath() string { return filepath.Join(a.cfg.DataDir, "deg
 func (a *Agent) recordDegraded(epoch, since uint64) error {
 	st := degradedState{Epoch: epoch, AsyncSince: since, At: time.Now().UTC()}
 	b, _ := json.Marshal(st)
-	if err := writeFileSync(a.degradedPath(), append(b, '\n')); err != nil {
+	if err := writeState(a.degradedPath(), append(b, '\n')); err != nil {
 		return err
 	}
 	a.log.Error("DEGRADED: fewer than K sync-set replicas are healthy; commits are acknowledged WITHOUT them from now on (policy degrade). A failover may lose transactions from this seqno on.",

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/quire-ha/quire/binlog"
+	"github.com/quire-ha/quire/localdb"
 	"github.com/quire-ha/quire/semisync"
 	"github.com/quire-ha/quire/txlog"
 )
@@ -55,39 +56,7 @@ func (a *Agent) saveExtractStart(st extractStart) error {
 	if err != nil {
 		return err
 	}
-	return writeFileSync(a.extractStartPath(), append(b, '\n'))
-}
-
-// writeFileSync replaces path with data durably (write, fsync, rename,
-// fsync the directory).
-func writeFileSync(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("agent: write %s: %w", path, err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil {
-		var d *os.File
-		if d, err = os.Open(filepath.Dir(path)); err == nil {
-			err = d.Sync()
-			d.Close()
-		}
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("agent: write %s: %w", path, err)
-	}
-	return nil
+	return writeState(a.extractStartPath(), append(b, '\n'))
 }
 
 // resumePoint decides where extraction of epoch continues: after the last
@@ -241,8 +210,8 @@ func readerServerID(node string) uint32 {
 // runPrimary extracts the local binlog into the log and serves it.
 func (a *Agent) runPrimary(ctx context.Context, epoch uint64) error {
 	a.ship.SetRole(false, epoch)
-	if err := CheckPrimarySettings(ctx, a.db, a.log); err != nil {
-		return err
+	if err := localdb.CheckPrimarySettings(ctx, a.db, a.log); err != nil {
+		return fmt.Errorf("agent: %w", err)
 	}
 	resume, term, err := a.resumePoint(ctx, epoch)
 	if err != nil {

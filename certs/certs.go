@@ -22,6 +22,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"time"
+
+	"github.com/quire-ha/quire/internal/statefile"
 )
 
 // File names inside a certificate directory.
@@ -182,24 +184,8 @@ func writeCert(path string, der []byte) error {
 }
 
 func writePEM(path, typ string, der []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
-	if err != nil {
-		return fmt.Errorf("certs: write %s: %w", path, err)
-	}
-	err = pem.Encode(f, &pem.Block{Type: typ, Bytes: der})
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("certs: write %s: %w", path, err)
+	if err := statefile.Write(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode); err != nil {
+		return fmt.Errorf("certs: %w", err)
 	}
 	return nil
 }

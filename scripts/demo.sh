@@ -61,6 +61,7 @@ innodb_buffer_pool_size=64M
 innodb_log_file_size=32M
 max_allowed_packet=256M
 performance_schema=OFF
+rpl_semi_sync_master_enabled=ON
 rpl_semi_sync_master_wait_point=AFTER_SYNC
 rpl_semi_sync_master_wait_no_slave=ON
 rpl_semi_sync_master_timeout=4294967295

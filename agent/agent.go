@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,7 @@ import (
 	"github.com/quire-ha/quire/buildinfo"
 	"github.com/quire-ha/quire/certs"
 	"github.com/quire-ha/quire/config"
+	"github.com/quire-ha/quire/internal/rpcopts"
 	"github.com/quire-ha/quire/internal/statefile"
 	"github.com/quire-ha/quire/localdb"
 	"github.com/quire-ha/quire/manager"
@@ -81,20 +83,31 @@ type Agent struct {
 	binlogMetrics *binlog.Metrics
 	gateMetrics   *gateMetrics
 
-	mu       sync.Mutex
-	role     Role
-	stopRole func()
-	roleErr  error
-	recv     *ship.Receiver
-	rep      *replicaApply // the replica's applier (apply.go), made on first use
-	gate     *ackGate
-	started  time.Time
+	mu        sync.Mutex
+	role      Role
+	stopRole  func()
+	roleErr   error     // the role's last failure, until it is up again
+	roleErrAt time.Time // when roleErr happened
+	sup       *superviseMetrics
+	recv      *ship.Receiver
+	rep       *replicaApply // the replica's applier (apply.go), made on first use
+	gate      *ackGate
+	started   time.Time
 
-	serving atomic.Bool // primary: extracting and serving the log
+	serving  atomic.Bool // primary: extracting and serving the log
+	writable atomic.Bool // primary: its database was last seen writable
 
-	asg          manager.Assignment // the managers' last answer (mu)
-	hasAsg       bool
-	wantDegraded atomic.Uint64 // seqno the gate wants the degraded marker at, 0 if none
+	mcli      *manager.Client    // the managers' client, nil without managers
+	asg       manager.Assignment // the managers' last answer (mu)
+	hasAsg    bool
+	asgSeq    uint64 // number of the heartbeat asg answered (mu)
+	followErr error  // why the last attempt to follow asg failed (mu)
+	ignored   atomic.Bool
+	hbSeq     atomic.Uint64 // heartbeats sent
+	// wantDegraded is the seqno the gate wants the degraded marker at, 0
+	// if none; askedSeq the first heartbeat that carried that wish.
+	wantDegraded atomic.Uint64
+	askedSeq     atomic.Uint64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -120,6 +133,10 @@ func New(cfg *config.Agent, logger *slog.Logger) (*Agent, error) {
 		a.txl.Close()
 		return nil, fmt.Errorf("agent: %w", err)
 	}
+	if a.sup, err = newSuperviseMetrics(a.reg); err != nil {
+		a.Close()
+		return nil, err
+	}
 	if a.binlogMetrics, err = binlog.NewMetrics(a.reg); err != nil {
 		a.Close()
 		return nil, fmt.Errorf("agent: %w", err)
@@ -138,8 +155,10 @@ func New(cfg *config.Agent, logger *slog.Logger) (*Agent, error) {
 	// enough for a full batch (BatchBytes) in flight on every stream.
 	serverOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(1 << 20), grpc.MaxSendMsgSize(maxMsg),
 		grpc.InitialWindowSize(streamWindow), grpc.InitialConnWindowSize(connWindow)}
+	serverOpts = append(serverOpts, rpcopts.Server()...)
 	a.dialer = []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg)),
 		grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow)}
+	a.dialer = append(a.dialer, rpcopts.Dial()...)
 	if cfg.TLS.InsecurePlaintext {
 		a.dialer = append(a.dialer, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	} else {
@@ -156,6 +175,12 @@ func New(cfg *config.Agent, logger *slog.Logger) (*Agent, error) {
 		}
 		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(st)))
 		a.dialer = append(a.dialer, grpc.WithTransportCredentials(credentials.NewTLS(ct)))
+	}
+	if a.managed() {
+		if a.mcli, err = newManagerClient(cfg, logger); err != nil {
+			a.Close()
+			return nil, err
+		}
 	}
 	a.gsrv = grpc.NewServer(serverOpts...)
 	a.ship.Register(a.gsrv)
@@ -199,10 +224,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	a.log.Info("agent started", "node", a.cfg.NodeID, "version", buildinfo.String(), "grpc", a.GRPCAddr(), "http", a.HTTPAddr(),
 		"log_first", a.txl.FirstSeqno(), "log_last", a.txl.LastSeqno())
-	if a.managed() {
+	if a.mcli != nil {
 		mctx, mcancel := context.WithCancel(ctx)
-		defer mcancel()
-		go a.runManaged(mctx)
+		mdone := make(chan struct{})
+		go func() { defer close(mdone); a.runManaged(mctx) }()
+		defer func() { mcancel(); <-mdone }()
 	}
 	if st := a.cfg.Static; st.Role != RoleNone {
 		if err := a.SetRole(Role{Kind: st.Role, Epoch: uint64(st.Epoch), PrimaryAgent: st.PrimaryAgent}); err != nil {
@@ -210,12 +236,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	var err error
+	defer a.Close()
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
 		err = fmt.Errorf("agent: server stopped: %w", err)
+	case <-a.txl.Failed():
+		// Half-alive is worse than down: the in-memory log no longer
+		// matches the disk. The service manager restarts the agent and
+		// recovery reads the files again.
+		err = fmt.Errorf("agent: the transaction log failed (%w); stopping so that a restart recovers it from its files", a.txl.Err())
 	}
-	a.Close()
 	return err
 }
 
@@ -248,22 +279,7 @@ func (a *Agent) SetRole(r Role) error {
 	a.log.Info("taking role", "role", r.Kind, "epoch", r.Epoch, "primary_agent", r.PrimaryAgent)
 	go func() {
 		defer close(done)
-		var err error
-		switch r.Kind {
-		case RolePrimary:
-			err = a.runPrimary(ctx, r.Epoch)
-		case RoleReplica:
-			err = a.runReplica(ctx, r)
-		default:
-			a.ship.SetRole(false, r.Epoch)
-			<-ctx.Done()
-		}
-		if err != nil && ctx.Err() == nil {
-			a.log.Error("role failed", "role", r.Kind, "err", err)
-			a.mu.Lock()
-			a.roleErr = err
-			a.mu.Unlock()
-		}
+		a.supervise(ctx, r)
 	}()
 	return nil
 }
@@ -291,6 +307,7 @@ func (a *Agent) runReplica(ctx context.Context, r Role) error {
 		KnownEpoch: func() uint64 { return r.Epoch },
 		KeepFrom:   ra.keepFrom,
 		DeadAfter:  a.cfg.Replication.Heartbeat * time.Duration(a.cfg.Replication.DeadAfterHeartbeats+1),
+		Accepted:   func() { a.roleUp(r) },
 	})
 	a.mu.Lock()
 	a.recv = recv
@@ -304,18 +321,26 @@ func (a *Agent) runReplica(ctx context.Context, r Role) error {
 
 // Status is what /status and the managers see of an agent.
 type Status struct {
-	Node         string `json:"node"`
-	Version      string `json:"version"`
-	Role         Role   `json:"role"`
-	RoleError    string `json:"role_error,omitempty"`
+	Node    string `json:"node"`
+	Version string `json:"version"`
+	Role    Role   `json:"role"`
+	// RoleError is why the role's last run failed, while the supervisor
+	// waits to run it again; RoleErrorAt when.
+	RoleError   string    `json:"role_error,omitempty"`
+	RoleErrorAt time.Time `json:"role_error_at,omitzero"`
+	// FollowError is why the agent could not take the role the managers
+	// assigned; it tries again with backoff.
+	FollowError  string `json:"follow_error,omitempty"`
 	FirstSeqno   uint64 `json:"first_seqno"`
 	LastSeqno    uint64 `json:"last_seqno"`
 	LastEpoch    uint64 `json:"last_epoch"`
 	DurableSeqno uint64 `json:"durable_seqno"`
 	CommitSeqno  uint64 `json:"commit_seqno"`
 	// Serving: the primary extracts its binlog and serves the log.
-	Serving bool      `json:"serving"`
-	Started time.Time `json:"started"`
+	Serving bool `json:"serving"`
+	// Writable: the primary's database was last seen writable.
+	Writable bool      `json:"writable"`
+	Started  time.Time `json:"started"`
 	// Gate is the primary's ack gate: K, sync set, replicas' positions.
 	Gate *GateStatus `json:"gate,omitempty"`
 	// Apply is the replica's applier: positions, lag, channels, errors.
@@ -341,10 +366,22 @@ type GateReplica struct {
 	Counted bool   `json:"counted"`
 }
 
+// errorText is what the managers are told is wrong, empty if nothing.
+func (st Status) errorText() string {
+	var parts []string
+	if st.FollowError != "" {
+		parts = append(parts, "taking the assigned role: "+st.FollowError)
+	}
+	if st.RoleError != "" {
+		parts = append(parts, st.Role.Kind+" role: "+st.RoleError)
+	}
+	return strings.Join(parts, "; ")
+}
+
 // Status reports the agent's role and log positions.
 func (a *Agent) Status() Status {
 	a.mu.Lock()
-	role, roleErr, recv, gate, rep := a.role, a.roleErr, a.recv, a.gate, a.rep
+	role, roleErr, roleErrAt, followErr, recv, gate, rep := a.role, a.roleErr, a.roleErrAt, a.followErr, a.recv, a.gate, a.rep
 	a.mu.Unlock()
 	last, lastEpoch := a.txl.Last()
 	st := Status{
@@ -353,8 +390,12 @@ func (a *Agent) Status() Status {
 		DurableSeqno: a.txl.DurableSeqno(), Started: a.started, Serving: a.serving.Load(),
 	}
 	if roleErr != nil {
-		st.RoleError = roleErr.Error()
+		st.RoleError, st.RoleErrorAt = roleErr.Error(), roleErrAt
 	}
+	if followErr != nil {
+		st.FollowError = followErr.Error()
+	}
+	st.Writable = st.Serving && a.writable.Load()
 	switch {
 	case role.Kind == RoleReplica && recv != nil:
 		st.CommitSeqno = recv.CommitIndex()
@@ -451,6 +492,9 @@ func (a *Agent) close() error {
 	}
 	if a.hlis != nil {
 		a.hlis.Close()
+	}
+	if a.mcli != nil {
+		a.mcli.Close()
 	}
 	var err error
 	if a.txl != nil {

@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/quire-ha/quire/api/agentpb"
-	"github.com/quire-ha/quire/localdb"
 	"github.com/quire-ha/quire/semisync"
 )
 
@@ -43,23 +42,10 @@ func (c *control) Status(ctx context.Context, _ *agentpb.StatusRequest) (*agentp
 
 // Fence implements agentpb.AgentControlServer.
 func (c *control) Fence(ctx context.Context, req *agentpb.FenceRequest) (*agentpb.AgentStatus, error) {
-	c.a.log.Warn("fencing: stopping the primary role, read_only=ON, killing client sessions", "fencing_epoch", req.Epoch)
-	// Stop serving first: no replica may count this node's records any more.
-	if err := c.a.SetRole(Role{Kind: RoleNone, Epoch: max(req.Epoch, c.a.Status().Role.Epoch)}); err != nil {
-		return nil, status.Errorf(codes.Internal, "fence: %v", err)
+	if _, err := c.a.Fence(ctx, req.Epoch); err != nil {
+		return nil, grpcError("fence", err)
 	}
-	killed, err := c.a.Fence(ctx)
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "fence: %v", err)
-	}
-	c.a.log.Warn("fenced", "sessions_killed", killed)
 	return c.status(ctx), nil
-}
-
-// Fence makes the local database refuse client writes (localdb.Fence). It
-// returns how many client sessions it killed.
-func (a *Agent) Fence(ctx context.Context) (int, error) {
-	return localdb.Fence(ctx, a.db)
 }
 
 // Drain implements agentpb.AgentControlServer.
@@ -100,51 +86,9 @@ func (c *control) Promote(ctx context.Context, req *agentpb.PromoteRequest) (*ag
 		return nil, status.Error(codes.InvalidArgument, "promote: epoch must be at least 1")
 	}
 	if err := c.a.Promote(ctx, req.Epoch, req.ExpectLastSeqno); err != nil {
-		return nil, err
+		return nil, grpcError("promote", err)
 	}
 	return c.status(ctx), nil
-}
-
-// Promote makes the agent the primary of epoch: extraction of the new term
-// starts (its start recorded), and only then the database opens for writes.
-// expectLast, if not 0, must equal the log's last seqno. Errors carry gRPC
-// status codes.
-func (a *Agent) Promote(ctx context.Context, epoch, expectLast uint64) error {
-	last, lastEpoch := a.txl.Last()
-	if lastEpoch > epoch {
-		return status.Errorf(codes.FailedPrecondition, "promote: this log already holds epoch %d, newer than %d", lastEpoch, epoch)
-	}
-	if expectLast != 0 && expectLast != last {
-		return status.Errorf(codes.FailedPrecondition, "promote: the election expected last seqno %d, this log ends at %d", expectLast, last)
-	}
-	// The new primary's database must hold its whole log before it takes
-	// writes: apply everything, the old term's uncommitted tail included.
-	actx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	err := a.applyWholeLog(actx, last)
-	cancel()
-	if err != nil {
-		return status.Errorf(codes.FailedPrecondition, "promote: could not apply the whole log up to seqno %d before opening writes: %v", last, err)
-	}
-	if err := a.SetRole(Role{Kind: RolePrimary, Epoch: epoch}); err != nil {
-		return status.Errorf(codes.Internal, "promote: %v", err)
-	}
-	// Writes open only once extraction of the new term has recorded where
-	// it starts; otherwise a write could slip past the log.
-	deadline := time.Now().Add(30 * time.Second)
-	for !a.serving.Load() {
-		if err := a.roleError(); err != nil {
-			return status.Errorf(codes.Internal, "promote: %v", err)
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return status.Error(codes.DeadlineExceeded, "promote: extraction did not start within 30s")
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
-	if _, err := a.db.ExecContext(ctx, "SET GLOBAL read_only = OFF"); err != nil {
-		return status.Errorf(codes.Unavailable, "promote: SET GLOBAL read_only = OFF: %v", err)
-	}
-	a.log.Warn("promoted: writes open", "epoch", epoch, "first_seqno", last+1)
-	return nil
 }
 
 // Repoint implements agentpb.AgentControlServer.
@@ -157,36 +101,9 @@ func (c *control) Repoint(ctx context.Context, req *agentpb.RepointRequest) (*ag
 		truncate = &req.TruncateAfter
 	}
 	if err := c.a.Repoint(ctx, req.Epoch, req.PrimaryAgent, truncate); err != nil {
-		return nil, err
+		return nil, grpcError("repoint", err)
 	}
 	return c.status(ctx), nil
-}
-
-// Repoint makes the agent a replica of the primary agent at addr in epoch:
-// read_only=ON, optionally drop records after *truncate, stream. Errors
-// carry gRPC status codes.
-func (a *Agent) Repoint(ctx context.Context, epoch uint64, addr string, truncate *uint64) error {
-	if _, err := a.db.ExecContext(ctx, "SET GLOBAL read_only = ON"); err != nil {
-		return status.Errorf(codes.Unavailable, "repoint: SET GLOBAL read_only = ON: %v", err)
-	}
-	if err := a.SetRole(Role{Kind: RoleNone, Epoch: epoch}); err != nil {
-		return status.Errorf(codes.Internal, "repoint: %v", err)
-	}
-	if truncate != nil {
-		if err := a.txl.TruncateAfter(*truncate); err != nil {
-			return status.Errorf(codes.FailedPrecondition, "repoint: truncate after %d: %v", *truncate, err)
-		}
-	}
-	if err := a.SetRole(Role{Kind: RoleReplica, Epoch: epoch, PrimaryAgent: addr}); err != nil {
-		return status.Errorf(codes.Internal, "repoint: %v", err)
-	}
-	return nil
-}
-
-func (a *Agent) roleError() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.roleErr
 }
 
 // SetSyncSet implements agentpb.AgentControlServer: it sets the primary's
@@ -254,4 +171,25 @@ func (c *control) SetChannels(ctx context.Context, req *agentpb.SetChannelsReque
 		out.ApplierError = res.ApplierErr.Error()
 	}
 	return out, nil
+}
+
+// grpcError maps an error of the agent's domain methods to a gRPC status:
+// the one place that knows about codes. An error that already carries a
+// status keeps it.
+func grpcError(verb string, err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Unavailable
+	switch {
+	case errors.Is(err, ErrInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, ErrConflict):
+		code = codes.FailedPrecondition
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	}
+	return status.Errorf(code, "%s: %v", verb, err)
 }

@@ -4,14 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"slices"
 	"time"
 
 	"github.com/quire-ha/quire/certs"
+	"github.com/quire-ha/quire/config"
+	"github.com/quire-ha/quire/localdb"
 	"github.com/quire-ha/quire/manager"
 	"github.com/quire-ha/quire/semisync"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Plan is what the agent must do to match the managers' assignment.
@@ -96,70 +101,129 @@ func (a *Agent) advertisedAgentAddr() string {
 	return net.JoinHostPort(host, port)
 }
 
-// runManaged registers with the managers and heartbeats until ctx ends,
-// following the role each answer assigns.
-func (a *Agent) runManaged(ctx context.Context) {
-	ccfg := manager.ClientConfig{Addrs: a.cfg.Managers, Logger: a.log, Insecure: a.cfg.TLS.InsecurePlaintext}
-	if !a.cfg.TLS.InsecurePlaintext {
-		tc, err := certs.ClientConfig(certs.Files{CA: a.cfg.TLS.CAFile, Cert: a.cfg.TLS.CertFile, Key: a.cfg.TLS.KeyFile}, "")
+// newManagerClient builds the client of the managers from the agent's
+// configuration. It fails at start-up, not later: an agent whose TLS files
+// cannot be used must not run on as if it were managed.
+func newManagerClient(cfg *config.Agent, log *slog.Logger) (*manager.Client, error) {
+	ccfg := manager.ClientConfig{Addrs: cfg.Managers, Logger: log, Insecure: cfg.TLS.InsecurePlaintext}
+	if !cfg.TLS.InsecurePlaintext {
+		tc, err := certs.ClientConfig(certs.Files{CA: cfg.TLS.CAFile, Cert: cfg.TLS.CertFile, Key: cfg.TLS.KeyFile}, "")
 		if err != nil {
-			a.log.Error("managers: TLS", "err", err)
-			return
+			return nil, fmt.Errorf("agent: managers: TLS: %w", err)
 		}
 		ccfg.TLS = tc
 	}
 	cli, err := manager.NewClient(ccfg)
 	if err != nil {
-		a.log.Error("managers: client", "err", err)
-		return
+		return nil, fmt.Errorf("agent: managers: %w", err)
 	}
-	defer cli.Close()
+	return cli, nil
+}
+
+// refused reports whether the managers refused a heartbeat for what it
+// says (not for being unreachable): the agent registers again.
+func refused(err error) bool {
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.NotFound, codes.FailedPrecondition, codes.PermissionDenied:
+		return true
+	}
+	return false
+}
+
+// heartbeatTimeout bounds one heartbeat call, retries included.
+func (a *Agent) heartbeatTimeout() time.Duration {
+	return max(2*a.cfg.Replication.Heartbeat, 2*time.Second)
+}
+
+// runManaged registers with the managers and heartbeats until ctx ends.
+// Each answer is stored and handed to the follower (follow), which takes
+// the assigned role off this goroutine: a slow or failing role change never
+// delays or stops heartbeats. A refused heartbeat makes the agent register
+// again.
+func (a *Agent) runManaged(ctx context.Context) {
+	kick := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() { defer close(done); a.follow(ctx, kick) }()
+	defer func() { <-done }()
+	store := func(asg manager.Assignment, seq uint64) {
+		a.mu.Lock()
+		a.asg, a.hasAsg, a.asgSeq = asg, true, seq
+		a.mu.Unlock()
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
 	mysqlAddr := net.JoinHostPort(a.cfg.MySQL.Host, fmt.Sprint(a.cfg.MySQL.Port))
+	t := time.NewTicker(a.cfg.Replication.Heartbeat)
+	defer t.Stop()
+	registered := false
+	var b backoff
 	for {
-		asg, err := cli.RegisterAgent(ctx, manager.Registration{NodeID: a.cfg.NodeID, AgentAddr: a.advertisedAgentAddr(), MySQLAddr: mysqlAddr})
-		if err == nil {
+		if !registered {
+			rctx, cancel := context.WithTimeout(ctx, a.heartbeatTimeout())
+			asg, err := a.mcli.RegisterAgent(rctx, manager.Registration{NodeID: a.cfg.NodeID, AgentAddr: a.advertisedAgentAddr(), MySQLAddr: mysqlAddr})
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				wait := b.Next()
+				a.log.Warn("managers: registration failed; retrying", "err", err, "in", wait)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+				continue
+			}
+			b.Reset()
+			registered = true
 			a.log.Info("registered with the managers", "leader", asg.Leader, "role", asg.Role, "epoch", asg.Epoch)
 			for _, w := range asg.Warnings {
 				a.log.Warn("managers: " + w)
 			}
-			a.apply(ctx, asg)
-			break
+			store(asg, a.hbSeq.Load())
 		}
-		a.log.Warn("managers: registration failed; retrying", "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-	}
-	t := time.NewTicker(a.cfg.Replication.Heartbeat)
-	defer t.Stop()
-	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		asg, err := cli.Heartbeat(hctx, a.report(hctx))
+		r := a.report(ctx)
+		seq := a.hbSeq.Add(1)
+		hctx, cancel := context.WithTimeout(ctx, a.heartbeatTimeout())
+		asg, err := a.mcli.Heartbeat(hctx, r)
 		cancel()
 		if err != nil {
-			if ctx.Err() == nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if refused(err) {
+				a.log.Error("managers refused the heartbeat; registering again", "err", err)
+				registered = false
+			} else {
 				a.log.Warn("managers: heartbeat failed", "err", err)
 			}
 			continue
 		}
-		a.apply(ctx, asg)
+		store(asg, seq)
 	}
 }
 
-// report is this agent's heartbeat.
+// probeTimeout bounds the heartbeat's database probe, apart from the
+// heartbeat call's own deadline.
+const probeTimeout = time.Second
+
+// report is this agent's heartbeat. Its epoch is the newest the agent
+// knows: its role's, or its log's last record's when higher (an agent that
+// restarted has no role yet, but its log remembers).
 func (a *Agent) report(ctx context.Context) manager.Report {
 	st := a.Status()
 	r := manager.Report{
-		NodeID: a.cfg.NodeID, Role: manager.Role(st.Role.Kind), Epoch: st.Role.Epoch,
+		NodeID: a.cfg.NodeID, Role: manager.Role(st.Role.Kind), Epoch: max(st.Role.Epoch, st.LastEpoch),
 		DurableSeqno: st.DurableSeqno, LastEpoch: st.LastEpoch, CommitIndex: st.CommitSeqno,
-		Error: st.RoleError, Degraded: a.wantDegraded.Load() != 0,
+		Error: st.errorText(), Degraded: a.wantDegraded.Load() != 0,
 	}
 	if st.Apply != nil {
 		r.AppliedSeqno = st.Apply.AppliedSeqno
@@ -167,16 +231,55 @@ func (a *Agent) report(ctx context.Context) manager.Report {
 	if len(r.Error) > manager.MaxErrorLen {
 		r.Error = r.Error[:manager.MaxErrorLen]
 	}
-	if err := a.db.QueryRowContext(ctx, "SELECT @@global.read_only").Scan(&r.ReadOnly); err == nil {
-		r.DatabaseHealthy = true
+	if ro, err := localdb.Probe(ctx, a.db, probeTimeout); err == nil {
+		r.DatabaseHealthy, r.ReadOnly = true, ro
 	}
 	return r
 }
 
-// apply stores the assignment and carries out what it implies.
-func (a *Agent) apply(ctx context.Context, asg manager.Assignment) {
+// follow takes the role the managers assign, every time kick fires and,
+// while the last attempt failed, again after a backoff: an assignment is
+// followed until it is carried out or replaced, never given up.
+func (a *Agent) follow(ctx context.Context, kick <-chan struct{}) {
+	var b backoff
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-kick:
+		case <-retry:
+		}
+		asg, ok := a.assignment()
+		if !ok {
+			continue
+		}
+		err := a.followAssignment(ctx, asg)
+		a.mu.Lock()
+		a.followErr = err
+		a.mu.Unlock()
+		if err == nil {
+			b.Reset()
+			retry = nil
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		wait := b.Next()
+		a.sup.follow.Inc()
+		a.log.Error("managers: could not take the assigned role; trying again", "role", asg.Role, "epoch", asg.Epoch, "err", err, "retry_in", wait)
+		retry = time.After(wait)
+	}
+}
+
+// followTimeout bounds one attempt to take an assigned role (promotion
+// applies the whole local log first, which may take a while).
+const followTimeout = 5 * time.Minute
+
+// followAssignment carries out what asg implies for the agent now.
+func (a *Agent) followAssignment(ctx context.Context, asg manager.Assignment) error {
 	a.mu.Lock()
-	a.asg, a.hasAsg = asg, true
 	cur, gate := a.role, a.gate
 	a.mu.Unlock()
 
@@ -185,32 +288,35 @@ func (a *Agent) apply(ctx context.Context, asg manager.Assignment) {
 	}
 	plan := Follow(cur, asg)
 	if plan.Ignore != "" {
-		a.log.Warn("managers: assignment not followed", "why", plan.Ignore)
-		return
+		if !a.ignored.Swap(true) {
+			a.log.Warn("managers: assignment not followed", "why", plan.Ignore)
+		}
+		return nil
 	}
+	a.ignored.Store(false)
 	if !plan.Change {
-		return
+		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, followTimeout)
+	defer cancel()
 	a.log.Warn("managers assign a new role", "from", cur.Kind, "from_epoch", cur.Epoch, "to", plan.Next.Kind, "epoch", plan.Next.Epoch, "primary_agent", plan.Next.PrimaryAgent)
-	var err error
 	if plan.Fence {
-		if err = a.SetRole(Role{Kind: RoleNone, Epoch: plan.Next.Epoch}); err == nil {
-			var killed int
-			killed, err = a.Fence(ctx)
-			a.log.Warn("fenced: a newer term has another primary", "sessions_killed", killed, "err", err)
+		if err := a.SetRole(Role{Kind: RoleNone, Epoch: plan.Next.Epoch}); err != nil {
+			return err
 		}
-	}
-	if err == nil {
-		switch plan.Next.Kind {
-		case RolePrimary:
-			err = a.Promote(ctx, plan.Next.Epoch, 0)
-		case RoleReplica:
-			err = a.Repoint(ctx, plan.Next.Epoch, plan.Next.PrimaryAgent, nil)
+		killed, err := a.fenceLocal(ctx)
+		if err != nil {
+			return fmt.Errorf("fence: %w", err)
 		}
+		a.log.Warn("fenced: a newer term has another primary", "sessions_killed", killed)
 	}
-	if err != nil {
-		a.log.Error("managers: could not take the assigned role", "role", plan.Next.Kind, "epoch", plan.Next.Epoch, "err", err)
+	switch plan.Next.Kind {
+	case RolePrimary:
+		return a.Promote(ctx, plan.Next.Epoch, 0)
+	case RoleReplica:
+		return a.Repoint(ctx, plan.Next.Epoch, plan.Next.PrimaryAgent, nil)
 	}
+	return nil
 }
 
 // follow brings a running gate to the managers' recorded sync set, K and
@@ -260,18 +366,33 @@ func (ag *ackGate) follow(spec gateSpec) {
 
 // recordMarker is the managed form of recording the degraded marker: the
 // heartbeat reports the wish, the leader records it in Raft, and only an
-// assignment that carries the marker lets the gate acknowledge early.
+// assignment that carries the marker lets the gate acknowledge early. The
+// marker counts only in an answer to a heartbeat that already carried the
+// wish (so the leader had seen it: it never clears a marker a primary
+// still asks for), and only if it covers since: a marker left from an
+// earlier episode, which the leader may be clearing, is not trusted.
 func (a *Agent) recordMarker(epoch, since uint64) error {
-	a.wantDegraded.Store(since)
+	if a.wantDegraded.Load() != since {
+		a.wantDegraded.Store(since)
+		a.askedSeq.Store(a.hbSeq.Load() + 1)
+	}
 	a.mu.Lock()
-	asg, ok := a.asg, a.hasAsg
+	asg, ok, seq := a.asg, a.hasAsg, a.asgSeq
 	a.mu.Unlock()
-	if ok && asg.Degraded != nil && asg.Epoch == epoch {
+	if ok && markerCurrent(asg, seq, a.askedSeq.Load(), epoch, since) {
 		a.log.Error("DEGRADED (recorded by the managers): commits are acknowledged WITHOUT K sync-set replicas. A failover may lose transactions from this seqno on.",
 			"async_since", asg.Degraded.AsyncSince)
 		return nil
 	}
 	return errMarkerPending
+}
+
+// markerCurrent decides whether assignment asg, the answer to heartbeat
+// number seq, confirms the degraded marker the primary of epoch asked for
+// from heartbeat number asked on, for acknowledging from seqno since.
+func markerCurrent(asg manager.Assignment, seq, asked, epoch, since uint64) bool {
+	return asg.Degraded != nil && asg.Epoch == epoch && asg.Role == manager.RolePrimary &&
+		asked > 0 && seq >= asked && asg.Degraded.AsyncSince <= since
 }
 
 // errMarkerPending: the managers have not recorded the marker yet.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/quire-ha/quire/binlog"
 	"github.com/quire-ha/quire/localdb"
+	"github.com/quire-ha/quire/manager"
 	"github.com/quire-ha/quire/semisync"
 	"github.com/quire-ha/quire/txlog"
 )
@@ -261,6 +262,12 @@ func (a *Agent) runPrimary(ctx context.Context, epoch uint64) error {
 		a.ship.SetRole(false, epoch)
 	}()
 	a.log.Info("extracting", "epoch", epoch, "next_seqno", resume.Seqno+1)
+	// Writes open only now that extraction of the term has recorded where
+	// it starts (otherwise a write could slip past the log), and open
+	// again whenever the database comes back read-only (a restarted
+	// server starts so).
+	go a.keepWritable(gctx, epoch)
+	a.roleUp(Role{Kind: RolePrimary, Epoch: epoch})
 
 	// One goroutine reads transactions; this one appends whatever has
 	// arrived, and a third makes it durable.
@@ -372,4 +379,55 @@ func (a *Agent) runPrimary(ctx context.Context, epoch uint64) error {
 		default:
 		}
 	}
+}
+
+// keepWritable opens the database for writes while this agent serves as
+// primary of epoch, and again each time it finds it read-only: a mariadbd
+// that restarted comes up read-only with semi-sync on (fail closed), so its
+// commits wait for this agent's gate; once the settings are checked again,
+// writes reopen. It gives up nothing: a database that is down is probed
+// again at the next tick.
+func (a *Agent) keepWritable(ctx context.Context, epoch uint64) {
+	t := time.NewTicker(min(a.cfg.Replication.Heartbeat, time.Second))
+	defer t.Stop()
+	for {
+		ro, err := localdb.Probe(ctx, a.db, time.Second)
+		switch {
+		case err != nil:
+			a.writable.Store(false)
+		case !ro:
+			a.writable.Store(true)
+		case !a.mayOpenWrites(epoch):
+			a.writable.Store(false)
+		default:
+			a.writable.Store(false)
+			if err := localdb.CheckPrimarySettings(ctx, a.db, a.log); err != nil {
+				a.log.Error("primary database is read-only and its settings are not usable; writes stay closed", "err", err)
+				break
+			}
+			if err := localdb.OpenWrites(ctx, a.db); err != nil {
+				a.log.Warn("could not open writes; trying again", "err", err)
+				break
+			}
+			a.writable.Store(true)
+			a.log.Warn("primary database opened for writes (read_only=OFF)", "epoch", epoch)
+		}
+		select {
+		case <-ctx.Done():
+			a.writable.Store(false)
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// mayOpenWrites reports whether this agent may make its database writable
+// as primary of epoch: without managers its static role says so; with
+// managers, their last assignment must name it primary of that epoch.
+func (a *Agent) mayOpenWrites(epoch uint64) bool {
+	if !a.managed() {
+		return true
+	}
+	asg, ok := a.assignment()
+	return ok && asg.Role == manager.RolePrimary && asg.Epoch == epoch
 }

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/quire-ha/quire/api/managerpb"
+	"github.com/quire-ha/quire/internal/rpcopts"
 )
 
 // Defaults of [ClientConfig].
@@ -444,7 +445,7 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	if conn, ok := c.conns[addr]; ok {
 		return conn, nil
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(c.creds))
+	conn, err := grpc.NewClient(addr, append(rpcopts.Dial(), grpc.WithTransportCredentials(c.creds))...)
 	if err != nil {
 		return nil, fmt.Errorf("manager: client: %s: %w", addr, err)
 	}

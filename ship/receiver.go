@@ -40,7 +40,9 @@ type ReceiverConfig struct {
 	// DeadAfter: a stream silent this long is considered dead (default 3s;
 	// the primary sends keepalives every second).
 	DeadAfter time.Duration
-	Logger    *slog.Logger
+	// Accepted, if set, is called each time the primary accepts a stream.
+	Accepted func()
+	Logger   *slog.Logger
 }
 
 // Receiver is the replica side of log shipping.
@@ -200,6 +202,9 @@ func (r *Receiver) Receive(ctx context.Context, conn grpc.ClientConnInterface) e
 		}
 		r.epoch.Store(streamEpoch)
 		r.log.Info("streaming from primary", "primary", m.Accept.NodeId, "epoch", streamEpoch, "from_seqno", last+1, "primary_last", m.Accept.LastSeqno)
+		if r.cfg.Accepted != nil {
+			r.cfg.Accepted()
+		}
 	default:
 		return fmt.Errorf("ship: primary's first answer is %T, want accept or fork", down.Msg)
 	}

@@ -78,6 +78,10 @@ type Server struct {
 	acks    AckSink
 	commit  CommitIndex
 	streams map[*stream]struct{}
+	// current is each replica's newest accepted stream: only its end
+	// makes the replica unhealthy. hmu orders the health calls to acks.
+	current map[string]*stream
+	hmu     sync.Mutex
 }
 
 type stream struct {
@@ -107,7 +111,7 @@ func NewServer(cfg ServerConfig) *Server {
 		cfg.Logger = slog.Default()
 	}
 	return &Server{cfg: cfg, log: cfg.Logger.With("component", "ship-server"), streams: map[*stream]struct{}{},
-		acks: cfg.Acks, commit: cfg.Commit}
+		current: map[string]*stream{}, acks: cfg.Acks, commit: cfg.Commit}
 }
 
 // SetGate replaces where replica reports go and where the commit index
@@ -195,10 +199,8 @@ func (s *Server) Stream(ss grpc.BidiStreamingServer[shippb.Up, shippb.Down]) err
 		return err
 	}
 	s.log.Info("replica stream accepted", "replica", hello.Node, "from_seqno", hello.NextSeqno, "epoch", epoch)
-	if acks != nil {
-		acks.Connected(hello.Node)
-		defer acks.Disconnected(hello.Node)
-	}
+	s.accepted(st, acks)
+	defer s.ended(st, acks)
 
 	var sent inFlight
 	sent.start(hello.NextSeqno - 1)
@@ -225,6 +227,41 @@ func (s *Server) Stream(ss grpc.BidiStreamingServer[shippb.Up, shippb.Down]) err
 		return status.Errorf(codes.Unavailable, "stream closed: %v", cause)
 	}
 	return err
+}
+
+// accepted makes st the replica's current stream and tells acks it is
+// connected. An older stream of the same replica (it reconnected before the
+// old one was noticed dead) is closed.
+func (s *Server) accepted(st *stream, acks AckSink) {
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	s.mu.Lock()
+	old := s.current[st.node]
+	s.current[st.node] = st
+	s.mu.Unlock()
+	if old != nil {
+		old.cancel(errors.New("replaced by a newer stream of the same replica"))
+	}
+	if acks != nil {
+		acks.Connected(st.node)
+	}
+}
+
+// ended tells acks the replica is disconnected, unless a newer stream of
+// the same replica is live: health follows the replica's current stream,
+// so the late end of an old one never marks a live replica unhealthy.
+func (s *Server) ended(st *stream, acks AckSink) {
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	s.mu.Lock()
+	cur := s.current[st.node] == st
+	if cur {
+		delete(s.current, st.node)
+	}
+	s.mu.Unlock()
+	if cur && acks != nil {
+		acks.Disconnected(st.node)
+	}
 }
 
 func (s *Server) recvHello(ss grpc.BidiStreamingServer[shippb.Up, shippb.Down]) (Hello, error) {

@@ -77,7 +77,8 @@ type Log struct {
 	notify    chan struct{}
 	truncs    []truncation // every TruncateAfter since Open
 	closed    bool
-	failed    error // sticky I/O failure: the log must be reopened
+	failed    error         // sticky I/O failure: the log must be reopened
+	failc     chan struct{} // closed when failed is set
 
 	// gen is bumped (under mu) whenever records are removed, by
 	// TruncateAfter or PurgeBefore, so readers that looked up an offset
@@ -126,6 +127,7 @@ func Open(dir string, opts Options) (*Log, error) {
 		logger:  opts.Logger.With("txlog", dir),
 		lock:    lock,
 		notify:  make(chan struct{}),
+		failc:   make(chan struct{}),
 	}
 	if err := l.recover(opts.FirstSeqno); err != nil {
 		l.closeFiles()
@@ -302,9 +304,22 @@ func (l *Log) fail(err error) {
 	l.mu.Lock()
 	if l.failed == nil {
 		l.failed = err
+		close(l.failc)
 		l.logger.Error("txlog: log failed, it must be reopened", "err", err)
 	}
 	l.mu.Unlock()
+}
+
+// Failed is closed once the log has failed (a failed fsync or a half-done
+// change to its files); Err then says why. A process should stop and open
+// the log again, which recovers it from the files.
+func (l *Log) Failed() <-chan struct{} { return l.failc }
+
+// Err returns the log's sticky failure, or nil.
+func (l *Log) Err() error {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.failed
 }
 
 // broadcast wakes everyone waiting for a change. Callers hold mu.

@@ -42,6 +42,7 @@ import (
 	"github.com/quire-ha/quire/certs"
 	"github.com/quire-ha/quire/config"
 	"github.com/quire-ha/quire/consensus"
+	"github.com/quire-ha/quire/internal/rpcopts"
 	"github.com/quire-ha/quire/manager/server"
 )
 
@@ -169,6 +170,7 @@ func serve(ctx context.Context, cfg *config.Manager, bootstrap bool, logger *slo
 	if serverTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(serverTLS)))
 	}
+	opts = append(opts, rpcopts.Server()...)
 	g := grpc.NewServer(opts...)
 	srv.Register(g)
 	gln, err := net.Listen("tcp", cfg.GRPCListen)

@@ -41,6 +41,7 @@ import (
 
 	"github.com/quire-ha/quire/api/managerpb"
 	"github.com/quire-ha/quire/consensus"
+	"github.com/quire-ha/quire/internal/rpcopts"
 	"github.com/quire-ha/quire/manager"
 )
 
@@ -113,6 +114,10 @@ type Server struct {
 	readTerm    string    // the Raft term in which reads were last synced
 	conns       map[string]*grpc.ClientConn
 	closed      bool
+	// hbLocks serialize the heartbeats of each member: a heartbeat is
+	// handled, its Raft changes included, before the member's next one, so
+	// an answer always reflects every earlier report.
+	hbLocks map[string]*sync.Mutex
 
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -276,6 +281,19 @@ func (s *Server) Heartbeat(ctx context.Context, req *managerpb.HeartbeatRequest)
 	if err := checkReport(st, r); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	s.mu.Lock()
+	hl := s.hbLocks[r.NodeID]
+	if hl == nil {
+		if s.hbLocks == nil {
+			s.hbLocks = map[string]*sync.Mutex{}
+		}
+		hl = &sync.Mutex{}
+		s.hbLocks[r.NodeID] = hl
+	}
+	s.mu.Unlock()
+	hl.Lock()
+	defer hl.Unlock()
+	st = s.node.State()
 	now := time.Now()
 	s.mu.Lock()
 	s.positions[r.NodeID] = Position{Report: r, Received: now}
@@ -299,18 +317,33 @@ func (s *Server) Heartbeat(ctx context.Context, req *managerpb.HeartbeatRequest)
 			st = next
 		}
 	}
-	if f.clear || f.record > 0 {
+	if f.clear {
+		// Cleared before the answer, never behind it: a later heartbeat of
+		// the primary asking for the marker again must find it cleared
+		// first and have it marked anew, or it could trust a marker that
+		// a late clear then removes.
+		ctx, cancel := s.requestContext(ctx)
+		next, err := s.node.Propose(ctx, consensus.ClearDegraded{})
+		cancel()
+		if err != nil {
+			s.logger.Warn("manager: clearing the degraded marker failed", "err", err)
+			st = s.node.State()
+		} else {
+			s.logger.Info("manager: cluster no longer degraded: k members hold every acknowledged commit")
+			st = next
+		}
+	}
+	if f.record > 0 {
 		s.background(f, now)
 	}
 	return assignment(st, r.NodeID, s.id, nil), nil
 }
 
-// background records a commit index or clears the degraded marker without
-// holding up the heartbeat, at most once per CommitRecordInterval (clearing
-// is not rate-limited) and one at a time.
+// background records a commit index without holding up the heartbeat, at
+// most once per CommitRecordInterval and one at a time.
 func (s *Server) background(f followUp, now time.Time) {
 	s.mu.Lock()
-	if s.closed || s.recording || !f.clear && now.Sub(s.lastRecord) < s.cfg.CommitRecordInterval {
+	if s.closed || s.recording || now.Sub(s.lastRecord) < s.cfg.CommitRecordInterval {
 		s.mu.Unlock()
 		return
 	}
@@ -333,17 +366,8 @@ func (s *Server) background(f followUp, now time.Time) {
 			case <-ctx.Done():
 			}
 		}()
-		if f.clear {
-			if _, err := s.node.Propose(ctx, consensus.ClearDegraded{}); err != nil {
-				s.logger.Warn("manager: clearing the degraded marker failed", "err", err)
-			} else {
-				s.logger.Info("manager: cluster no longer degraded: k members hold every acknowledged commit")
-			}
-		}
-		if f.record > 0 {
-			if _, err := s.node.Propose(ctx, consensus.RecordCommitIndex{Seqno: f.record}); err != nil {
-				s.logger.Debug("manager: recording the commit index failed", "seqno", f.record, "err", err)
-			}
+		if _, err := s.node.Propose(ctx, consensus.RecordCommitIndex{Seqno: f.record}); err != nil {
+			s.logger.Debug("manager: recording the commit index failed", "seqno", f.record, "err", err)
 		}
 	}()
 }
@@ -679,7 +703,7 @@ func (s *Server) dial(addr string) (*grpc.ClientConn, error) {
 	if c, ok := s.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(s.creds))
+	c, err := grpc.NewClient(addr, append(rpcopts.Dial(), grpc.WithTransportCredentials(s.creds))...)
 	if err != nil {
 		return nil, fmt.Errorf("manager server: dial leader %s: %w", addr, err)
 	}

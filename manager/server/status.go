@@ -199,7 +199,7 @@ func nodeStatuses(st consensus.State, pos map[string]Position, now time.Time) ([
 		n.Epoch = p.Epoch
 		n.Reachable = p.Reachable(now, st.Settings.FailoverTimeout)
 		n.DatabaseHealthy = p.DatabaseHealthy
-		n.Healthy = n.Reachable && p.DatabaseHealthy
+		n.Healthy = nodeHealthy(st, m.ID, p.Report, n.Reachable)
 		n.ReadOnly = p.ReadOnly
 		n.DurableSeqno = p.DurableSeqno
 		n.AppliedSeqno = p.AppliedSeqno
@@ -229,6 +229,15 @@ func nodeStatuses(st consensus.State, pos map[string]Position, now time.Time) ([
 		}
 	}
 	return nodes, commit
+}
+
+// nodeHealthy decides whether member id is healthy: its heartbeat is
+// recent, its database answers, it has taken the role the state assigns
+// it in the current epoch, and it reports no error.
+func nodeHealthy(st consensus.State, id string, r manager.Report, reachable bool) bool {
+	want := assignedRole(st, id)
+	return reachable && r.DatabaseHealthy && r.Error == "" &&
+		(want == manager.RoleNone || r.Role == want && r.Epoch == st.Epoch)
 }
 
 // sub is a-b, or 0 when b is larger.

@@ -58,6 +58,11 @@ var SemiSyncPrimary = []string{
 	"rpl_semi_sync_master_timeout=4294967295",
 }
 
+// FailClosed are the settings every server of a Quire cluster starts with
+// (DESIGN.md §3, Fail closed): read-only, and semi-sync on, so a restarted
+// server acknowledges no commit until a primary agent's gate does.
+var FailClosed = append([]string{"read_only=ON"}, SemiSyncPrimary...)
+
 // Instance is one running (or killed) mariadbd.
 type Instance struct {
 	// Index is the 1-based position of the instance in its group.

@@ -243,3 +243,34 @@ func TestNodeStatuses(t *testing.T) {
 		t.Errorf("b without commit times: %v", nodes[1])
 	}
 }
+
+func TestNodeHealthy(t *testing.T) {
+	st := consensus.State{Epoch: 4, Primary: "a"}
+	ok := func(role manager.Role, epoch uint64) manager.Report {
+		return manager.Report{Role: role, Epoch: epoch, DatabaseHealthy: true}
+	}
+	for _, tc := range []struct {
+		name      string
+		st        consensus.State
+		id        string
+		r         manager.Report
+		reachable bool
+		want      bool
+	}{
+		{"primary as assigned", st, "a", ok(manager.RolePrimary, 4), true, true},
+		{"replica as assigned", st, "b", ok(manager.RoleReplica, 4), true, true},
+		{"unreachable", st, "b", ok(manager.RoleReplica, 4), false, false},
+		{"database down", st, "b", manager.Report{Role: manager.RoleReplica, Epoch: 4}, true, false},
+		{"reports an error", st, "b", manager.Report{Role: manager.RoleReplica, Epoch: 4, DatabaseHealthy: true, Error: "replica role: stream lost"}, true, false},
+		{"has not taken its role (restarted agent)", st, "b", ok(manager.RoleNone, 4), true, false},
+		{"an old epoch's replica", st, "b", ok(manager.RoleReplica, 3), true, false},
+		{"a deposed primary still primary", st, "b", ok(manager.RolePrimary, 3), true, false},
+		{"no primary yet: any role", consensus.State{}, "b", ok(manager.RoleNone, 0), true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := nodeHealthy(tc.st, tc.id, tc.r, tc.reachable); got != tc.want {
+				t.Fatalf("nodeHealthy = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

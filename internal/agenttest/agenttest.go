@@ -228,6 +228,27 @@ func (p *Proc) Kill() {
 	<-done
 }
 
+// Signal sends sig to the running process (e.g. SIGSTOP, SIGCONT).
+func (p *Proc) Signal(sig os.Signal) error {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	if cmd == nil {
+		return fmt.Errorf("agenttest: agent %s was never started", p.Opts.Node)
+	}
+	return cmd.Process.Signal(sig)
+}
+
+// PID returns the process id of the last started process.
+func (p *Proc) PID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Alive reports whether the process runs.
 func (p *Proc) Alive() bool {
 	p.mu.Lock()

@@ -256,6 +256,7 @@ replication:
 log:
   segment_bytes: 128 MiB
   retention: 0s
+  purge_interval: 5s
 apply:
   channels: 16
   block_size: 1_000
@@ -280,7 +281,7 @@ apply:
 		TLS: TLS{CAFile: "/etc/quire/ca.pem", CertFile: "/etc/quire/cert.pem", KeyFile: "/etc/quire/key.pem"},
 		Replication: Replication{Heartbeat: 250 * time.Millisecond, DeadAfterHeartbeats: 3, K: 2,
 			SyncSet: []string{"db1", "db3"}, Policy: "degrade", MaxTransactionBytes: GiB},
-		Log: Log{SegmentBytes: 128 * MiB, Retention: 0},
+		Log: Log{SegmentBytes: 128 * MiB, Retention: 0, PurgeInterval: 5 * time.Second},
 		Apply: Apply{Channels: 16, BlockSize: 1000, BlockBytes: GiB, BlockTime: 0, PartialBlocks: 1, CommitOrder: "global",
 			MaxDivergenceSeqnos: 500, MaxDivergence: 90 * time.Second,
 			ShardMap:       map[string]string{"sales_eu": "sales", "sales_us": "sales", "odd.schema": "odd"},

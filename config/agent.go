@@ -122,7 +122,7 @@ type Replication struct {
 // Log tunes the transaction log.
 type Log struct {
 	// SegmentBytes is the size at which a segment file is closed.
-	SegmentBytes ByteSize `yaml:"segment_bytes" range:"1MiB..4GiB"`
+	SegmentBytes ByteSize `yaml:"segment_bytes" range:"1MiB..1GiB"`
 	// Retention is how long records are kept, by their commit time, once
 	// no member needs them any more; 0 purges as soon as that is safe.
 	Retention time.Duration `yaml:"retention" range:"0s..8760h"`

@@ -92,7 +92,7 @@ var badAgents = []struct {
 	{"size not a size", agentBase + "replication:\n  max_transaction_bytes: lots\n",
 		[]wantErr{{6, "replication.max_transaction_bytes", `"lots" is not a size (e.g. 64MiB, 1GiB, 1048576)`}}},
 	{"size out of range", agentBase + "log:\n  segment_bytes: 512KiB\n",
-		[]wantErr{{6, "log.segment_bytes", "log.segment_bytes: 512KiB is out of range (allowed 1MiB..4GiB)"}}},
+		[]wantErr{{6, "log.segment_bytes", "log.segment_bytes: 512KiB is out of range (allowed 1MiB..1GiB)"}}},
 	{"port out of range", "node_id: db1\ndata_dir: /d\nmysql:\n  password_env: QUIRE_PW\n  port: 70000\ntls: {insecure_plaintext: true}\n",
 		[]wantErr{{5, "mysql.port", "agent.yaml:5: mysql.port: 70000 is out of range (allowed 1..65535)"}}},
 	{"port not an integer", "node_id: db1\ndata_dir: /d\nmysql:\n  password_env: QUIRE_PW\n  port: abc\ntls: {insecure_plaintext: true}\n",

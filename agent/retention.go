@@ -49,7 +49,7 @@ func newRetentionMetrics(reg prometheus.Registerer) (*retentionMetrics, error) {
 		keepFrom: prometheus.NewGauge(prometheus.GaugeOpts{Name: "quire_retention_keep_from_seqno",
 			Help: "Retention: the log keeps this seqno and all after it (the lower of the cluster's floor and this node's own need); 0 purges nothing."}),
 		floor: prometheus.NewGauge(prometheus.GaugeOpts{Name: "quire_retention_floor_seqno",
-			Help: "Retention: the lowest seqno another member may still need (the managers' retain-from floor, or without managers the primary's ack gate); 0 while unknown."}),
+			Help: "Retention: the lowest seqno another member may still need (the managers' retain-from floor, or without managers the primary's ack gate); 0 while unknown, and on a replica without managers, which has no such floor."}),
 		local: prometheus.NewGauge(prometheus.GaugeOpts{Name: "quire_retention_local_seqno",
 			Help: "Retention: the lowest seqno this node needs itself (a replica's applier restart point, a primary's ack-gate replay start); 0 while unknown."}),
 		passes: prometheus.NewCounter(prometheus.CounterOpts{Name: "quire_retention_passes_total",

@@ -224,6 +224,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	a.log.Info("agent started", "node", a.cfg.NodeID, "version", buildinfo.String(), "grpc", a.GRPCAddr(), "http", a.HTTPAddr(),
 		"log_first", a.txl.FirstSeqno(), "log_last", a.txl.LastSeqno())
+	go a.runRetention(ctx)
 	if a.mcli != nil {
 		mctx, mcancel := context.WithCancel(ctx)
 		mdone := make(chan struct{})

@@ -122,9 +122,12 @@ type Replication struct {
 // Log tunes the transaction log.
 type Log struct {
 	// SegmentBytes is the size at which a segment file is closed.
-	SegmentBytes ByteSize `yaml:"segment_bytes" range:"1MiB..4GiB"`
-	// Retention is how long applied entries are kept before purging.
+	SegmentBytes ByteSize `yaml:"segment_bytes" range:"1MiB..1GiB"`
+	// Retention is how long records are kept, by their commit time, once
+	// no member needs them any more; 0 purges as soon as that is safe.
 	Retention time.Duration `yaml:"retention" range:"0s..8760h"`
+	// PurgeInterval is how often the agent looks for segments to purge.
+	PurgeInterval time.Duration `yaml:"purge_interval" range:"1s..1h"`
 }
 
 // Apply tunes the parallel applier of a replica (DESIGN.md §4).
@@ -175,7 +178,7 @@ func defaultAgent() *Agent {
 			Policy:              "strict",
 			MaxTransactionBytes: GiB,
 		},
-		Log:    Log{SegmentBytes: 64 * MiB, Retention: 24 * time.Hour},
+		Log:    Log{SegmentBytes: 64 * MiB, Retention: 24 * time.Hour, PurgeInterval: time.Minute},
 		Static: Static{Role: "none", Epoch: 1},
 		Apply: Apply{
 			Channels:            8,

@@ -92,7 +92,7 @@ var badAgents = []struct {
 	{"size not a size", agentBase + "replication:\n  max_transaction_bytes: lots\n",
 		[]wantErr{{6, "replication.max_transaction_bytes", `"lots" is not a size (e.g. 64MiB, 1GiB, 1048576)`}}},
 	{"size out of range", agentBase + "log:\n  segment_bytes: 512KiB\n",
-		[]wantErr{{6, "log.segment_bytes", "log.segment_bytes: 512KiB is out of range (allowed 1MiB..4GiB)"}}},
+		[]wantErr{{6, "log.segment_bytes", "log.segment_bytes: 512KiB is out of range (allowed 1MiB..1GiB)"}}},
 	{"port out of range", "node_id: db1\ndata_dir: /d\nmysql:\n  password_env: QUIRE_PW\n  port: 70000\ntls: {insecure_plaintext: true}\n",
 		[]wantErr{{5, "mysql.port", "agent.yaml:5: mysql.port: 70000 is out of range (allowed 1..65535)"}}},
 	{"port not an integer", "node_id: db1\ndata_dir: /d\nmysql:\n  password_env: QUIRE_PW\n  port: abc\ntls: {insecure_plaintext: true}\n",
@@ -256,6 +256,7 @@ replication:
 log:
   segment_bytes: 128 MiB
   retention: 0s
+  purge_interval: 5s
 apply:
   channels: 16
   block_size: 1_000
@@ -280,7 +281,7 @@ apply:
 		TLS: TLS{CAFile: "/etc/quire/ca.pem", CertFile: "/etc/quire/cert.pem", KeyFile: "/etc/quire/key.pem"},
 		Replication: Replication{Heartbeat: 250 * time.Millisecond, DeadAfterHeartbeats: 3, K: 2,
 			SyncSet: []string{"db1", "db3"}, Policy: "degrade", MaxTransactionBytes: GiB},
-		Log: Log{SegmentBytes: 128 * MiB, Retention: 0},
+		Log: Log{SegmentBytes: 128 * MiB, Retention: 0, PurgeInterval: 5 * time.Second},
 		Apply: Apply{Channels: 16, BlockSize: 1000, BlockBytes: GiB, BlockTime: 0, PartialBlocks: 1, CommitOrder: "global",
 			MaxDivergenceSeqnos: 500, MaxDivergence: 90 * time.Second,
 			ShardMap:       map[string]string{"sales_eu": "sales", "sales_us": "sales", "odd.schema": "odd"},

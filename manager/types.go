@@ -94,6 +94,10 @@ type Assignment struct {
 	// Warnings lists problems the leader noticed (e.g. addresses that
 	// differ from the member record).
 	Warnings []string
+	// RetainFrom is the lowest seqno some member may still need from any
+	// node's log; agents purge only records below it. 0 means purge nothing
+	// (the leader does not know every member's position yet).
+	RetainFrom uint64
 }
 
 // Degraded is the marker "async since seqno AsyncSince".
@@ -308,6 +312,7 @@ func assignmentFromPB(p *managerpb.Assignment) Assignment {
 		FailoverTimeout:  time.Duration(p.GetFailoverTimeoutMs()) * time.Millisecond,
 		Leader:           p.GetLeaderId(),
 		Warnings:         p.GetWarnings(),
+		RetainFrom:       p.GetRetainFromSeqno(),
 	}
 }
 

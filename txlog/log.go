@@ -42,10 +42,13 @@ type Stats struct {
 	// Fsyncs counts fsync calls on segment files (group commits, segment
 	// rolls, truncations, close).
 	Fsyncs uint64
+	// PurgedSegments and PurgedBytes count segment files removed by Purge
+	// and their size.
+	PurgedSegments, PurgedBytes uint64
 }
 
 // Log is a durable, segmented transaction log in one directory. It is safe
-// for concurrent use: writers (Append, TruncateAfter, PurgeBefore) are
+// for concurrent use: writers (Append, TruncateAfter, Purge) are
 // serialized, readers never block on fsync, and concurrent Sync callers
 // share fsyncs.
 //
@@ -67,8 +70,13 @@ type Log struct {
 	wbuf []byte // encoding buffer, guarded by wmu
 
 	// smu is held by the one goroutine fsyncing on behalf of Sync callers
-	// (and by TruncateAfter and Close, which must not race with it).
+	// (and by TruncateAfter, Close and Purge's closing of files, which must
+	// not race with it).
 	smu sync.Mutex
+
+	// pmu serializes Purge, which removes files after releasing wmu, with
+	// itself and with Close. Lock order: pmu, wmu, smu, mu.
+	pmu sync.Mutex
 
 	mu        sync.RWMutex
 	segs      []*segment // sorted; the last is the one appended to
@@ -87,6 +95,7 @@ type Log struct {
 	durable atomic.Uint64
 
 	nRecords, nBytes, nFsyncs atomic.Uint64
+	nPurgedSegs, nPurgedBytes atomic.Uint64
 }
 
 // truncation records one TruncateAfter so readers can tell whether records
@@ -277,7 +286,8 @@ func (l *Log) DurableSeqno() uint64 { return l.durable.Load() }
 
 // Stats returns counters since Open.
 func (l *Log) Stats() Stats {
-	return Stats{Records: l.nRecords.Load(), Bytes: l.nBytes.Load(), Fsyncs: l.nFsyncs.Load()}
+	return Stats{Records: l.nRecords.Load(), Bytes: l.nBytes.Load(), Fsyncs: l.nFsyncs.Load(),
+		PurgedSegments: l.nPurgedSegs.Load(), PurgedBytes: l.nPurgedBytes.Load()}
 }
 
 // usable returns why the log cannot be used, or nil.
@@ -645,62 +655,150 @@ func (l *Log) TruncateAfter(seqno uint64) error {
 
 // epochAt reads the epoch of record index i of s from its header.
 func (l *Log) epochAt(s *segment, i int) (uint64, error) {
+	h, err := l.headerAt(s, i)
+	return h.epoch, err
+}
+
+// headerAt reads the header of record index i of s. Callers hold wmu, so
+// that s is neither truncated nor removed meanwhile.
+func (l *Log) headerAt(s *segment, i int) (header, error) {
 	off, _ := s.span(i)
 	var hdr [headerSize]byte
 	if _, err := s.f.ReadAt(hdr[:], off); err != nil {
-		return 0, fmt.Errorf("txlog: read segment %s at offset %d: %w", s.path, off, err)
+		return header{}, fmt.Errorf("txlog: read segment %s at offset %d: %w", s.path, off, err)
 	}
 	h, err := parseHeader(hdr[:])
 	if err != nil {
-		return 0, &CorruptError{Segment: s.path, Offset: off, Seqno: s.first + uint64(i), Reason: err.Error()}
+		return header{}, &CorruptError{Segment: s.path, Offset: off, Seqno: s.first + uint64(i), Reason: err.Error()}
 	}
-	return h.epoch, nil
+	return h, nil
+}
+
+// PurgeResult says what a purge removed.
+type PurgeResult struct {
+	// Segments, Records and Bytes count the segment files removed, the
+	// records they held and their size.
+	Segments int
+	Records  uint64
+	Bytes    int64
+	// FirstSeqno is the log's first seqno afterwards.
+	FirstSeqno uint64
 }
 
 // PurgeBefore removes whole segments all of whose records have seqnos below
-// seqno (retention). The segment appended to is never removed, so records
-// below seqno may remain. It returns the number of segments removed.
+// seqno (retention); see Purge. It returns the number of segments removed.
 func (l *Log) PurgeBefore(seqno uint64) (int, error) {
+	res, err := l.Purge(seqno, time.Time{})
+	return res.Segments, err
+}
+
+// Purge removes the oldest segments, one after the other, as long as the
+// next one
+//   - is not the segment appended to and does not hold the last record
+//     (so the log never becomes empty by a purge and LastEpoch stays known),
+//   - holds only records with seqnos below before, and
+//   - unless olderThan is zero, has a last record whose commit timestamp
+//     (Record.Timestamp, whole seconds) lies before olderThan. A record with
+//     timestamp 0 counts as old.
+//
+// Records below before may therefore remain. Readers see the purge at once:
+// Read and NewReader of a purged seqno, and a Reader whose next record was
+// purged, fail with an error wrapping ErrPurged; a read that was under way
+// on a removed segment is retried and fails the same way, never returning
+// other bytes. Files are removed oldest first, with a directory fsync after
+// each, so a crash leaves a suffix of the log without a gap. Appends and
+// syncs are held up only while the segments are chosen, not while files
+// are removed. A failure to remove a file or to fsync the directory makes
+// the log unusable until reopened (the segments still on disk are then part
+// of the log again).
+func (l *Log) Purge(before uint64, olderThan time.Time) (PurgeResult, error) {
+	// pmu: one purge at a time, and Close waits for the file removals.
+	l.pmu.Lock()
+	defer l.pmu.Unlock()
 	l.wmu.Lock()
-	defer l.wmu.Unlock()
 	if err := l.usable(); err != nil {
-		return 0, err
+		l.wmu.Unlock()
+		return PurgeResult{}, err
 	}
+	var res PurgeResult
 	n := 0
-	for n < len(l.segs)-1 && l.segs[n+1].first <= seqno {
-		n++
+	for ; n < len(l.segs)-1; n++ {
+		s := l.segs[n]
+		if s.count() == 0 || s.last() >= l.last || s.last() >= before {
+			break
+		}
+		if !olderThan.IsZero() {
+			h, err := l.headerAt(s, len(s.offsets)-1)
+			if err != nil {
+				l.wmu.Unlock()
+				return PurgeResult{FirstSeqno: l.FirstSeqno()}, fmt.Errorf("txlog: purge before %d: %w", before, err)
+			}
+			if !time.Unix(int64(h.timestamp), 0).Before(olderThan) {
+				break
+			}
+		}
+		res.Records += s.count()
+		res.Bytes += s.size
 	}
+	res.Segments = n
 	if n == 0 {
-		return 0, nil
+		res.FirstSeqno = l.segs[0].first
+		l.wmu.Unlock()
+		return res, nil
 	}
 	removed := l.segs[:n]
 	l.mu.Lock()
 	l.segs = append([]*segment(nil), l.segs[n:]...)
+	res.FirstSeqno = l.segs[0].first
 	l.gen.Add(1)
 	l.broadcast()
 	l.mu.Unlock()
+	l.wmu.Unlock()
+
+	// A group fsync that picked one of these segments as the active one
+	// before it was rolled may still be running: wait for it before closing.
+	l.smu.Lock()
+	for _, s := range removed {
+		s.f.Close()
+	}
+	l.smu.Unlock()
 	// Oldest first, each removal durable before the next, so a crash leaves
 	// a log without a gap.
 	for _, s := range removed {
-		s.f.Close()
 		if err := os.Remove(s.path); err != nil {
-			err = fmt.Errorf("txlog: purge before %d: remove segment %s: %w", seqno, s.path, err)
+			err = fmt.Errorf("txlog: purge before %d: remove segment %s: %w", before, s.path, err)
 			l.fail(err)
-			return 0, err
+			return PurgeResult{}, err
 		}
 		if err := syncDir(l.dirf); err != nil {
-			err = fmt.Errorf("txlog: purge before %d: sync directory %s: %w", seqno, l.dir, err)
+			err = fmt.Errorf("txlog: purge before %d: sync directory %s: %w", before, l.dir, err)
 			l.fail(err)
-			return 0, err
+			return PurgeResult{}, err
 		}
 	}
-	l.logger.Info("txlog: purged", "before_seqno", seqno, "segments_removed", n, "first_seqno", l.segs[0].first)
-	return n, nil
+	l.nPurgedSegs.Add(uint64(n))
+	l.nPurgedBytes.Add(uint64(res.Bytes))
+	l.logger.Info("txlog: purged", "before_seqno", before, "segments_removed", n, "records", res.Records,
+		"bytes", res.Bytes, "first_seqno", res.FirstSeqno)
+	return res, nil
+}
+
+// Size returns the bytes of whole records held and the number of segment
+// files.
+func (l *Log) Size() (bytes int64, segments int) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	for _, s := range l.segs {
+		bytes += s.size
+	}
+	return bytes, len(l.segs)
 }
 
 // Close syncs the log and releases its files and directory lock. Waiters and
 // readers get ErrClosed.
 func (l *Log) Close() error {
+	l.pmu.Lock()
+	defer l.pmu.Unlock()
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	l.smu.Lock()

@@ -667,8 +667,16 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s = %v, want %v", name, got[name], v)
 		}
 	}
-	if _, ok := got["quire_txlog_appended_bytes_total"]; !ok || len(got) != 8 {
-		t.Errorf("metrics = %v, want 8 including quire_txlog_appended_bytes_total", got)
+	if b, _ := l.Size(); got["quire_txlog_bytes"] != float64(b) || b == 0 {
+		t.Errorf("quire_txlog_bytes = %v, want %d", got["quire_txlog_bytes"], b)
+	}
+	for _, name := range []string{"quire_txlog_appended_bytes_total", "quire_txlog_purged_segments_total", "quire_txlog_purged_bytes_total"} {
+		if _, ok := got[name]; !ok {
+			t.Errorf("metric %s missing", name)
+		}
+	}
+	if len(got) != 11 {
+		t.Errorf("metrics = %v, want 11", got)
 	}
 	// Close unregisters, so the log can be reopened with the same registry.
 	l.Close()

@@ -40,10 +40,18 @@ func newMetrics(l *Log, reg prometheus.Registerer) (*metrics, error) {
 			func() float64 { return float64(l.DurableSeqno()) }),
 		gauge("quire_txlog_segments", "Number of transaction log segment files.",
 			func() float64 {
-				l.mu.RLock()
-				defer l.mu.RUnlock()
-				return float64(len(l.segs))
+				_, n := l.Size()
+				return float64(n)
 			}),
+		gauge("quire_txlog_bytes", "Bytes of records held in the transaction log's segment files.",
+			func() float64 {
+				b, _ := l.Size()
+				return float64(b)
+			}),
+		counter("quire_txlog_purged_segments_total", "Segment files removed by retention since the log was opened.",
+			func() float64 { return float64(l.nPurgedSegs.Load()) }),
+		counter("quire_txlog_purged_bytes_total", "Bytes of segment files removed by retention since the log was opened.",
+			func() float64 { return float64(l.nPurgedBytes.Load()) }),
 	}
 	for i, c := range m.collectors {
 		if err := reg.Register(c); err != nil {

@@ -348,10 +348,16 @@ type Assignment struct {
 	CommitIndex       uint64 `protobuf:"varint,11,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
 	FailoverTimeoutMs int64  `protobuf:"varint,12,opt,name=failover_timeout_ms,json=failoverTimeoutMs,proto3" json:"failover_timeout_ms,omitempty"`
 	// leader_id names the manager that answered as leader.
-	LeaderId      string   `protobuf:"bytes,13,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
-	Warnings      []string `protobuf:"bytes,14,rep,name=warnings,proto3" json:"warnings,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LeaderId string   `protobuf:"bytes,13,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	Warnings []string `protobuf:"bytes,14,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// retain_from_seqno is the lowest seqno some member may still need from
+	// any node's log: the lowest durable seqno over all members (lowered for a
+	// member whose log may fork from the current one to its fork point).
+	// Agents never purge it or anything after it. 0: purge nothing (a member
+	// has not reported to this leader yet).
+	RetainFromSeqno uint64 `protobuf:"varint,15,opt,name=retain_from_seqno,json=retainFromSeqno,proto3" json:"retain_from_seqno,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Assignment) Reset() {
@@ -480,6 +486,13 @@ func (x *Assignment) GetWarnings() []string {
 		return x.Warnings
 	}
 	return nil
+}
+
+func (x *Assignment) GetRetainFromSeqno() uint64 {
+	if x != nil {
+		return x.RetainFromSeqno
+	}
+	return 0
 }
 
 type Degraded struct {
@@ -1857,7 +1870,7 @@ const file_manager_proto_rawDesc = "" +
 	"\x19applied_commit_unix_micro\x18\x0e \x01(\x03R\x16appliedCommitUnixMicro\x1a:\n" +
 	"\fAppliedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xd1\x03\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xfd\x03\n" +
 	"\n" +
 	"Assignment\x12\x12\n" +
 	"\x04role\x18\x01 \x01(\tR\x04role\x12\x14\n" +
@@ -1874,7 +1887,8 @@ const file_manager_proto_rawDesc = "" +
 	"\fcommit_index\x18\v \x01(\x04R\vcommitIndex\x12.\n" +
 	"\x13failover_timeout_ms\x18\f \x01(\x03R\x11failoverTimeoutMs\x12\x1b\n" +
 	"\tleader_id\x18\r \x01(\tR\bleaderId\x12\x1a\n" +
-	"\bwarnings\x18\x0e \x03(\tR\bwarnings\"g\n" +
+	"\bwarnings\x18\x0e \x03(\tR\bwarnings\x12*\n" +
+	"\x11retain_from_seqno\x18\x0f \x01(\x04R\x0fretainFromSeqno\"g\n" +
 	"\bDegraded\x12\x1f\n" +
 	"\vasync_since\x18\x01 \x01(\x04R\n" +
 	"asyncSince\x12\x16\n" +

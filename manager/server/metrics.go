@@ -58,6 +58,13 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 			func() float64 { return b(s.node.State().Degraded != nil) }),
 		gauge("quire_manager_recorded_commit_index", "The commit index last recorded in Raft.",
 			func() float64 { return float64(s.node.State().CommitIndex) }),
+		gauge("quire_manager_retain_from_seqno", "The retain-from floor sent to agents: they purge only log records below it; 0 purges nothing (leader only).",
+			func() float64 {
+				if !s.node.IsLeader() {
+					return 0
+				}
+				return float64(s.retainFrom(s.node.State()))
+			}),
 		gauge("quire_manager_healthy_nodes", "Members whose heartbeat is fresh and whose database is healthy (leader only).",
 			func() float64 { return float64(s.healthyNodes()) }),
 	}

@@ -265,7 +265,7 @@ func (s *Server) RegisterAgent(ctx context.Context, req *managerpb.RegisterAgent
 	for _, w := range warnings {
 		s.logger.Warn("manager: agent registration: "+w, "node", req.GetNodeId())
 	}
-	return assignment(st, req.GetNodeId(), s.id, warnings), nil
+	return assignment(st, req.GetNodeId(), s.id, warnings, s.retainFrom(st)), nil
 }
 
 // Heartbeat implements managerpb.ManagerServiceServer.
@@ -336,7 +336,15 @@ func (s *Server) Heartbeat(ctx context.Context, req *managerpb.HeartbeatRequest)
 	if f.record > 0 {
 		s.background(f, now)
 	}
-	return assignment(st, r.NodeID, s.id, nil), nil
+	return assignment(st, r.NodeID, s.id, nil, s.retainFrom(st)), nil
+}
+
+// retainFrom is the retain-from floor (status.go) from this leader's
+// positions.
+func (s *Server) retainFrom(st consensus.State) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return retainFrom(st, s.positions)
 }
 
 // background records a commit index without holding up the heartbeat, at

@@ -549,3 +549,35 @@ func TestDegradedMarker(t *testing.T) {
 		return a.Degraded == nil
 	})
 }
+
+// TestRetainFromInAssignment: the leader sends the retain-from floor only
+// once every member has reported, then the lowest durable seqno.
+func TestRetainFromInAssignment(t *testing.T) {
+	c := managertest.Start(t, 3, managertest.Options{})
+	cl := c.Client("operator")
+	setup(t, cl)
+	ctx := managertest.Context(t)
+	report := func(id string, role manager.Role, durable uint64) manager.Assignment {
+		t.Helper()
+		a, err := c.Client(id).Heartbeat(ctx, manager.Report{NodeID: id, Role: role, Epoch: 1, LastEpoch: 1, DatabaseHealthy: true, DurableSeqno: durable})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	if a := report("a", manager.RolePrimary, 100); a.RetainFrom != 0 {
+		t.Errorf("only a reported: retain from %d, want 0", a.RetainFrom)
+	}
+	if a := report("b", manager.RoleReplica, 95); a.RetainFrom != 0 {
+		t.Errorf("c has not reported: retain from %d, want 0", a.RetainFrom)
+	}
+	if a := report("c", manager.RoleReplica, 97); a.RetainFrom != 95 {
+		t.Errorf("all reported: retain from %d, want 95", a.RetainFrom)
+	}
+	if a := report("a", manager.RolePrimary, 120); a.RetainFrom != 95 {
+		t.Errorf("primary's answer: retain from %d, want 95", a.RetainFrom)
+	}
+	if a := report("b", manager.RoleReplica, 110); a.RetainFrom != 97 {
+		t.Errorf("b moved on: retain from %d, want 97 (c)", a.RetainFrom)
+	}
+}

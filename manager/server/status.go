@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"time"
 
@@ -38,8 +39,9 @@ func assignedRole(st consensus.State, id string) manager.Role {
 	}
 }
 
-// assignment answers a heartbeat or registration of member id.
-func assignment(st consensus.State, id, leader string, warnings []string) *managerpb.Assignment {
+// assignment answers a heartbeat or registration of member id; retain is
+// the retain-from floor (retainFrom).
+func assignment(st consensus.State, id, leader string, warnings []string, retain uint64) *managerpb.Assignment {
 	a := &managerpb.Assignment{
 		Role:              string(assignedRole(st, id)),
 		Epoch:             st.Epoch,
@@ -53,12 +55,58 @@ func assignment(st consensus.State, id, leader string, warnings []string) *manag
 		FailoverTimeoutMs: st.Settings.FailoverTimeout.Milliseconds(),
 		LeaderId:          leader,
 		Warnings:          warnings,
+		RetainFromSeqno:   retain,
 	}
 	if p, ok := st.Member(st.Primary); ok {
 		a.PrimaryAgentAddr = p.AgentAddr
 		a.PrimaryMysqlAddr = p.MySQLAddr
 	}
 	return a
+}
+
+// retainFrom is the retain-from floor: the lowest seqno some member may
+// still need from any node's log (DESIGN.md §2, "The transaction log"). Every
+// agent keeps that record and all after it; it may purge whole segments
+// below it (and below what it needs itself). 0 means purge nothing.
+//
+// Every member counts, not only the sync set: any of them may stream from
+// any node that becomes primary. A member needs the record at its durable
+// seqno and everything after: the primary's stream handshake compares the
+// member's last record (at or above its durable seqno) with its own before
+// it streams the ones after. A member whose last record is of an older
+// epoch than the current one may hold a tail the current history lacks;
+// the handshake then looks for the fork point, which lies at or above the
+// record just before the first seqno of the epoch that followed the
+// member's, so the member needs that record too.
+//
+// The floor is 0 before the first primary, while any member has not
+// reported to this leader (positions live in memory and are forgotten at a
+// leader change: the new leader purges nothing until it has heard from
+// every member), and when the epoch history does not cover a member's last
+// epoch. A member that stays down holds the floor where it was: remove it
+// from the cluster to let the logs be purged past it.
+func retainFrom(st consensus.State, pos map[string]Position) uint64 {
+	if st.Epoch == 0 || len(st.Members) == 0 {
+		return 0
+	}
+	floor := uint64(math.MaxUint64)
+	for _, m := range st.Members {
+		p, ok := pos[m.ID]
+		if !ok || p.Received.IsZero() {
+			return 0
+		}
+		need := p.DurableSeqno
+		if p.LastEpoch < st.Epoch {
+			// EpochHistory[i] is epoch i+1: the entry after LastEpoch.
+			if p.LastEpoch >= uint64(len(st.EpochHistory)) {
+				return 0
+			}
+			next := st.EpochHistory[p.LastEpoch]
+			need = min(need, next.FirstSeqno-1)
+		}
+		floor = min(floor, need)
+	}
+	return floor
 }
 
 // checkReport checks a heartbeat's shape and its node's membership. The

@@ -45,7 +45,7 @@ func TestAssignment(t *testing.T) {
 		{st, "b", &managerpb.Assignment{Role: "replica", Epoch: 1, Primary: "a", PrimaryAgentAddr: "h1:7400", PrimaryMysqlAddr: "h1:3306",
 			K: 1, SyncSet: []string{"b", "c"}, InSyncSet: true, Policy: "strict", FailoverTimeoutMs: 10000, LeaderId: "m1"}},
 	} {
-		got := assignment(tc.st, tc.id, "m1", nil)
+		got := assignment(tc.st, tc.id, "m1", nil, 0)
 		if !proto.Equal(got, tc.want) {
 			t.Errorf("assignment(%s):\n got  %v\n want %v", tc.id, got, tc.want)
 		}
@@ -272,5 +272,59 @@ func TestNodeHealthy(t *testing.T) {
 				t.Fatalf("nodeHealthy = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestRetainFrom(t *testing.T) {
+	one := testState(t) // epoch 1 (a), members a, b, c
+	three := one
+	for _, cmd := range []consensus.Command{
+		consensus.SetPrimary{Epoch: 2, Primary: "b", FirstSeqno: 101},
+		consensus.SetPrimary{Epoch: 3, Primary: "c", FirstSeqno: 201},
+	} {
+		var err error
+		if three, err = three.Apply(cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	short := three.Clone()
+	short.EpochHistory = short.EpochHistory[:1] // damaged: does not cover epoch 2
+	noPrimary := consensus.NewState()
+	noPrimary.Members = one.Members
+
+	now := time.Now()
+	at := func(lastEpoch, durable uint64) Position {
+		return Position{Report: manager.Report{Role: manager.RoleReplica, Epoch: lastEpoch, LastEpoch: lastEpoch, DurableSeqno: durable}, Received: now}
+	}
+	for _, tc := range []struct {
+		name string
+		st   consensus.State
+		pos  map[string]Position
+		want uint64
+	}{
+		{"no primary yet", noPrimary, map[string]Position{"a": at(0, 0), "b": at(0, 0), "c": at(0, 0)}, 0},
+		{"every member reported: the lowest durable seqno", one, map[string]Position{"a": at(1, 100), "b": at(1, 95), "c": at(1, 97)}, 95},
+		{"the primary counts too", one, map[string]Position{"a": at(1, 90), "b": at(1, 95), "c": at(1, 97)}, 90},
+		{"a replica outside the sync set counts", one, map[string]Position{"a": at(1, 100), "b": at(1, 95), "c": at(1, 3)}, 3},
+		{"a member has not reported to this leader", one, map[string]Position{"a": at(1, 100), "b": at(1, 95)}, 0},
+		{"no positions at all (new leader)", one, map[string]Position{}, 0},
+		{"a position never received", one, map[string]Position{"a": at(1, 100), "b": at(1, 95), "c": {Report: manager.Report{DurableSeqno: 97}}}, 0},
+		{"an empty log needs everything", one, map[string]Position{"a": at(1, 100), "b": at(1, 95), "c": at(0, 0)}, 0},
+		{"positions of non-members are ignored", one, map[string]Position{"a": at(1, 100), "b": at(1, 95), "c": at(1, 97), "x": at(1, 1)}, 95},
+		{"all in the current epoch", three, map[string]Position{"a": at(3, 300), "b": at(3, 290), "c": at(3, 310)}, 290},
+		// a's last record is of epoch 1, and epoch 2 began at 101: a's log
+		// may fork from the current one anywhere after 100.
+		{"an old epoch's tail: the fork point", three, map[string]Position{"a": at(1, 150), "b": at(3, 290), "c": at(3, 310)}, 100},
+		{"an old epoch, durable below the fork point", three, map[string]Position{"a": at(1, 60), "b": at(3, 290), "c": at(3, 310)}, 60},
+		{"epoch 2's tail forks after 200", three, map[string]Position{"a": at(3, 300), "b": at(2, 250), "c": at(3, 310)}, 200},
+		{"epoch history does not cover a member's epoch", short, map[string]Position{"a": at(3, 300), "b": at(2, 250), "c": at(3, 310)}, 0},
+	} {
+		if got := retainFrom(tc.st, tc.pos); got != tc.want {
+			t.Errorf("%s: retainFrom = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	// The assignment carries it.
+	if a := assignment(one, "b", "m1", nil, 95); a.GetRetainFromSeqno() != 95 {
+		t.Errorf("assignment carries retain_from_seqno %d, want 95", a.GetRetainFromSeqno())
 	}
 }

@@ -545,7 +545,7 @@ func (s *Supervisor) refused(ctx context.Context, err error) {
 	if cmd != "" {
 		how = fmt.Sprintf("you run `%s`", cmd)
 	}
-	hint := fmt.Errorf("%w; the applier stays stopped until %s (it drains every channel to one seqno with the rows' channel count, then switches to %d channels), or until apply.channels is set back to the rows' count and the agent restarts", err, how, n)
+	hint := fmt.Errorf("%w; the applier stays stopped until %s (it drains every channel to one seqno with the rows' channel count, then switches to %d channels), or until the applier is configured with the rows' channel count again", err, how, n)
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	rows, rerr := ReadRestartRows(rctx, s.db, s.schema)
 	cancel()

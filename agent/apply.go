@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -32,88 +31,15 @@ import (
 // transactions a replica may have left to apply and still answer 200.
 const ReplicaMaxLag = 100
 
-// ApplyStatus is the replica's applier as /status shows it.
-type ApplyStatus struct {
-	// Running: an applier run is under way (it may still have stopped
-	// channels, see Errors).
-	Running bool `json:"running"`
-	// AppliedSeqno: every record up to it is applied to the database.
-	AppliedSeqno uint64 `json:"applied_seqno"`
-	// CommitSeqno is the commit index the stream carried: the applier never
-	// applies beyond it.
-	CommitSeqno uint64 `json:"commit_seqno"`
-	// LagTransactions is CommitSeqno − AppliedSeqno.
-	LagTransactions uint64 `json:"lag_transactions"`
-	// LagSeconds is how long ago the oldest committed record not yet
-	// applied committed on the source (whole seconds of source clock; the
-	// nodes' clocks must agree). Absent when unknown.
-	LagSeconds *float64 `json:"lag_seconds,omitempty"`
-	// Rate is the apply rate over the last ten seconds, in transactions
-	// per second.
-	Rate float64 `json:"rate_tx_per_s"`
-	// Queued counts records waiting in channel queues; Inflight records
-	// dispatched and not yet committed.
-	Queued   int `json:"queued"`
-	Inflight int `json:"inflight"`
-	// Transactions, Blocks and Serialized count, since the role started,
-	// source transactions applied, database transactions committed by the
-	// channels, and records applied serialized (alone).
-	Transactions uint64 `json:"transactions"`
-	Blocks       uint64 `json:"blocks"`
-	Serialized   uint64 `json:"serialized"`
-	// Runs counts applier starts since the role started; more than one
-	// means it was restarted after an error.
-	Runs int `json:"runs"`
-	// Channels lists every channel, the serial one (channel -1) last.
-	Channels []ApplyChannel `json:"channels"`
-	// Errors lists the records channels are stopped on. Nothing is skipped:
-	// the agent retries them with backoff, an operator fixes the data or
-	// skips the record.
-	Errors []ApplyRecordError `json:"errors,omitempty"`
-	// LastError is what ended the last applier run (or kept it from
-	// starting), RetryAt when the agent tries again.
-	LastError   string    `json:"last_error,omitempty"`
-	LastErrorAt time.Time `json:"last_error_at,omitzero"`
-	RetryAt     time.Time `json:"retry_at,omitzero"`
-	// Warnings name settings that work but are not recommended.
-	Warnings []string `json:"warnings,omitempty"`
-}
+// ApplyStatus is the replica's applier as /status shows it: the status of
+// its apply.Supervisor.
+type ApplyStatus = apply.SupervisorStatus
 
 // ApplyChannel is one applier channel.
-type ApplyChannel struct {
-	// Channel is the channel number, -1 for the serial channel.
-	Channel int `json:"channel"`
-	// Shards the channel applied records of since the agent started.
-	Shards []string `json:"shards,omitempty"`
-	// Seqno and GTID are the channel's restart row.
-	Seqno uint64 `json:"seqno"`
-	GTID  string `json:"gtid,omitempty"`
-	// LagTransactions counts committed seqnos the channel may still have
-	// to apply: the commit index minus max(Seqno, the applied seqno) —
-	// below the applied seqno every channel is done.
-	LagTransactions uint64   `json:"lag_transactions"`
-	LagSeconds      *float64 `json:"lag_seconds,omitempty"`
-	Queued          int      `json:"queued"`
-	// Transactions and Blocks are counted since the role started;
-	// AvgBlock is their ratio (transactions per database commit).
-	Transactions uint64  `json:"transactions"`
-	Blocks       uint64  `json:"blocks"`
-	AvgBlock     float64 `json:"avg_block"`
-	// Stopped is set while the channel is stopped on a record.
-	Stopped *ApplyRecordError `json:"stopped,omitempty"`
-}
+type ApplyChannel = apply.SupervisedChannel
 
 // ApplyRecordError is a record a channel could not apply.
-type ApplyRecordError struct {
-	Channel int      `json:"channel"`
-	Seqno   uint64   `json:"seqno"`
-	GTID    string   `json:"gtid"`
-	Schemas []string `json:"schemas"`
-	// Error is the SQL error.
-	Error string `json:"error"`
-	// Retries counts the agent's retries of the record so far.
-	Retries int `json:"retries"`
-}
+type ApplyRecordError = apply.StoppedRecord
 
 // applyConfig maps the agent's apply: section to apply.Config. The keys are
 // docs/configuration.md's; block_time caps how long a channel gathers a
@@ -152,59 +78,30 @@ func applyConfig(cfg *config.Agent, log *slog.Logger) apply.Config {
 	return out
 }
 
-// replicaApply runs the applier of the replica role. One exists per agent
-// (the applier's metrics are registered once); each replica role runs it.
+// replicaApply is the agent's side of its applier, an apply.Supervisor: it
+// makes the supervisor from the configuration, prepares the local database
+// before every run and names what a former primary's database holds
+// (apply.Host), keeps a changed channel count in the data directory
+// (channels.go), and runs the supervisor in the replica role up to the
+// stream's commit index. One exists per agent (the applier's metrics are
+// registered once); each replica role runs it.
 type replicaApply struct {
 	a      *Agent
-	floor  atomic.Uint64 // apply up to here even beyond the commit index (promotion)
-	newErr error         // why apply.New refused the configuration
-	schema string
 	log    *slog.Logger
-	cfg    apply.Config    // the applier's configuration, Channels aside (channels.go)
-	reg    *swapRegisterer // the applier's metrics, replaced with the applier
-	// switchc carries channel count changes to the running role's loop.
-	switchc  chan *channelsReq
-	changing atomic.Bool // a SetChannels call is under way
+	sup    *apply.Supervisor // nil when the configuration was refused
+	newErr error             // why the configuration was refused
+	schema string
+	// startCount is the channel count the applier started with,
+	// startNote the warning that goes with it (channels.go).
+	startCount int
+	startNote  string
 
-	mu sync.Mutex
-	// ap is nil when the configuration was refused; a channel count change
-	// replaces it (with shards, count and swapped) between runs.
-	ap        *apply.Applier
-	shards    *apply.ShardMap
-	count     int           // ap's channels
-	swapped   chan struct{} // closed when ap is replaced
-	countNote string        // a channel count set over apply.channels (status warning)
-	runDone   chan struct{} // closed when the running role's loop ends; nil when none runs
-
-	recv     *ship.Receiver // of the running role; nil when none runs
-	runs     int
-	lastErr  error
-	lastAt   time.Time
-	retryAt  time.Time
-	warnings []string
-	base     map[int]chanTotals      // counts of ended runs in this role
-	shardsOn map[int]map[string]bool // shards seen per channel
-	ts       map[uint64]uint32       // source time of records read, not yet applied
-	keep     uint64                  // highest seqno the database is known to hold
-	rowsMin  uint64                  // lowest restart row read by the last prepare
-	retries  map[uint64]*retryState  // stopped records, by seqno
-	rate     []rateSample
+	// Without a supervisor: what the replica role's status shows.
+	mu    sync.Mutex
+	keep  uint64         // highest seqno the database is known to hold
+	recv  *ship.Receiver // of the running role; nil when none runs
+	since time.Time
 }
-
-type chanTotals struct{ txs, blocks uint64 }
-
-type retryState struct {
-	n    int
-	next time.Time
-}
-
-type rateSample struct {
-	at      time.Time
-	applied uint64
-}
-
-// maxShardsShown bounds the shard names kept per channel for status.
-const maxShardsShown = 32
 
 // replicaApplier returns the agent's applier, creating it on first use.
 func (a *Agent) replicaApplier() *replicaApply {
@@ -214,291 +111,156 @@ func (a *Agent) replicaApplier() *replicaApply {
 		return a.rep
 	}
 	log := a.log.With("component", "apply")
+	ra := &replicaApply{a: a, log: log, schema: "quire"}
 	cfg := applyConfig(a.cfg, log)
-	ra := &replicaApply{a: a, log: log, schema: "quire", reg: &swapRegisterer{Registerer: a.reg},
-		switchc: make(chan *channelsReq), swapped: make(chan struct{})}
-	cfg.Registerer = ra.reg
-	cfg.Channels, ra.countNote, ra.newErr = a.startChannels(log)
-	ra.cfg, ra.count = cfg, cfg.Channels
+	cfg.Registerer = a.reg
+	cfg.Channels, ra.startNote, ra.newErr = a.startChannels(log)
+	ra.startCount = cfg.Channels
 	if ra.newErr == nil {
-		ra.ap, ra.newErr = apply.New(cfg)
-	}
-	if ra.newErr == nil {
-		ra.shards, ra.newErr = apply.NewShardMap(cfg.Shards, cfg.Channels)
+		ra.sup, ra.newErr = apply.NewSupervisor(apply.SupervisorConfig{
+			Applier: cfg, DB: a.db, Host: ra,
+			Source: apply.SourceFunc(func(from uint64) (apply.Reader, error) {
+				r, err := a.txl.NewReader(from)
+				if err != nil {
+					return nil, err
+				}
+				return r, nil
+			}),
+			DrainCommand: func(n int) string {
+				return fmt.Sprintf("quire channels --agent %s --set-count %d", a.controlAddr(), n)
+			},
+		})
 	}
 	if ra.newErr != nil {
-		ra.ap = nil
+		ra.sup = nil
 		log.Error("the applier's configuration is refused; this replica stores the log but applies nothing", "err", ra.newErr)
-	}
-	if err := a.reg.Register(newApplyCollector(ra.status)); err != nil {
-		log.Warn("per-channel lag metrics not registered", "err", err)
 	}
 	a.rep = ra
 	return ra
 }
 
-// commitIndex adapts the receiver's commit index to apply.CommitIndex.
-// floor, when set, lets the applier apply beyond the stream's commit index
-// up to it: a replica being promoted applies its whole log (DESIGN.md §6,
-// Promotion), uncommitted records of the old term included.
-type commitIndex struct {
-	r     *ship.Receiver
-	floor *atomic.Uint64
-}
+// receiverIndex is the replica role's commit index: the one the stream
+// carries, capped at what the replica holds (ship.Receiver).
+type receiverIndex struct{ r *ship.Receiver }
+
+// Get implements apply.CommitSource.
+func (c receiverIndex) Get() uint64 { return c.r.CommitIndex() }
 
 // WaitFor implements apply.CommitIndex.
-func (c commitIndex) WaitFor(ctx context.Context, seqno uint64) (uint64, error) {
-	t := time.NewTicker(50 * time.Millisecond) // the floor has no change channel
-	defer t.Stop()
+func (c receiverIndex) WaitFor(ctx context.Context, seqno uint64) (uint64, error) {
 	for {
 		ch := c.r.Changed() // before reading, so no change slips between
-		v := max(c.r.CommitIndex(), c.floor.Load())
-		if v >= seqno {
+		if v := c.r.CommitIndex(); v >= seqno {
 			return v, nil
 		}
 		select {
 		case <-ch:
-		case <-t.C:
 		case <-ctx.Done():
-			return v, ctx.Err()
+			return c.r.CommitIndex(), ctx.Err()
 		}
 	}
 }
 
-// applyWholeLog makes the replica's applier apply every record up to last
-// and waits for it (promotion).
+// applyWholeLog applies every record of the local log up to last, the old
+// term's uncommitted tail included, and waits for it (promotion, DESIGN.md
+// §6): through the replica role's applier if it runs, or else (say, right
+// after an agent restart, with no role) with a run of its own over the log
+// with a commit index fixed at last, through the same preparation, seeding
+// and restart rows, which it stops once everything is applied. A primary's
+// database holds its log already.
 func (a *Agent) applyWholeLog(ctx context.Context, last uint64) error {
 	a.mu.Lock()
-	role, ra := a.role, a.rep
+	role := a.role
 	a.mu.Unlock()
-	if role.Kind != RoleReplica || ra == nil {
+	if role.Kind == RolePrimary || last == 0 {
 		return nil
 	}
-	ra.floor.Store(last)
-	return a.waitApplied(ctx, last)
-}
-
-// trackingReader notes what each record means for status: its source time
-// (lag in seconds) and its channel's shard.
-type trackingReader struct {
-	r  *txlog.Reader
-	ra *replicaApply
-}
-
-func (t trackingReader) Next(ctx context.Context) (txlog.Record, error) {
-	rec, err := t.r.Next(ctx)
-	if err == nil {
-		t.ra.saw(&rec)
+	ra := a.replicaApplier()
+	if ra.sup == nil {
+		return fmt.Errorf("the applier's configuration is refused: %w", ra.newErr)
 	}
-	return rec, err
-}
-
-func (ra *replicaApply) saw(rec *txlog.Record) {
-	ch, shard := apply.SerialChannel, ""
-	if len(rec.Schemas) == 1 && rec.Flags&(txlog.FlagDDL|txlog.FlagMultiSchema|txlog.FlagUnknownSchema) == 0 {
-		shard = ra.shards.Shard(rec.Schemas[0])
-		if !ra.shards.Critical(shard) {
-			ch = ra.shards.Channel(shard)
-		}
-	}
-	ra.mu.Lock()
-	defer ra.mu.Unlock()
-	ra.ts[rec.Seqno] = rec.Timestamp
-	if shard == "" {
-		return
-	}
-	set := ra.shardsOn[ch]
-	if set == nil {
-		set = map[string]bool{}
-		ra.shardsOn[ch] = set
-	}
-	if len(set) < maxShardsShown {
-		set[shard] = true
-	}
+	return ra.sup.ApplyThrough(ctx, last)
 }
 
 // keepFrom is the receiver's KeepFrom: the log must never be truncated
 // below what the database holds.
 func (ra *replicaApply) keepFrom() uint64 {
-	hi := uint64(0)
-	if ap := ra.applier(); ap != nil {
-		st := ap.Status()
-		hi = st.Applied
-		for _, c := range append(st.Channels, st.Serial) {
-			hi = max(hi, c.Seqno)
-		}
+	if ra.sup != nil {
+		return ra.sup.KeepFrom()
 	}
 	ra.mu.Lock()
 	defer ra.mu.Unlock()
-	ra.keep = max(ra.keep, hi)
 	return ra.keep
 }
 
+// raiseKeep says the database holds records up to s.
 func (ra *replicaApply) raiseKeep(s uint64) {
+	if ra.sup != nil {
+		ra.sup.RaiseKeep(s)
+		return
+	}
 	ra.mu.Lock()
 	ra.keep = max(ra.keep, s)
 	ra.mu.Unlock()
 }
 
 // run applies the log while the replica role runs: up to recv's commit
-// index, restarting the applier with backoff after errors. Records a
-// channel cannot apply stay in Status and are retried with backoff; none
-// is skipped.
+// index, restarting the applier with backoff after errors (apply.Supervisor).
 func (ra *replicaApply) run(ctx context.Context, recv *ship.Receiver) {
-	runDone := make(chan struct{})
-	ra.mu.Lock()
-	ra.recv, ra.runs, ra.lastErr, ra.lastAt, ra.retryAt = recv, 0, nil, time.Time{}, time.Time{}
-	ra.base, ra.shardsOn, ra.ts, ra.retries, ra.rate = map[int]chanTotals{}, map[int]map[string]bool{}, map[uint64]uint32{}, map[uint64]*retryState{}, nil
-	ra.runDone = runDone
-	ra.mu.Unlock()
-	defer func() {
-		ra.mu.Lock()
-		ra.recv, ra.runDone = nil, nil
-		ra.mu.Unlock()
-		close(runDone)
-	}()
-	if ra.applier() == nil {
-		ra.failed(fmt.Errorf("agent: apply configuration: %w", ra.newErr), time.Time{})
-		<-ctx.Done()
+	if ra.sup != nil {
+		ra.sup.Run(ctx, receiverIndex{recv})
 		return
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); ra.watch(ctx) }()
-	defer wg.Wait()
-
-	src := apply.SourceFunc(func(from uint64) (apply.Reader, error) {
-		r, err := ra.a.txl.NewReader(from)
-		if err != nil {
-			return nil, err
-		}
-		return trackingReader{r: r, ra: ra}, nil
-	})
-	ci := commitIndex{r: recv, floor: &ra.floor}
-	seeded := false
-	backoff := 100 * time.Millisecond
-	// confirm is a channel count change whose answer waits for the next
-	// run to start (channels.go).
-	var confirm *channelsReq
-	defer func() { confirm.answer(errors.New("the replica role stopped")) }()
-	for {
-		start := time.Now()
-		err := ra.prepare(ctx, &seeded)
-		var req *channelsReq
-		if err == nil {
-			ra.mu.Lock()
-			ra.runs++
-			ap := ra.ap
-			ra.mu.Unlock()
-			req, err = ra.runOnce(ctx, ap, src, ci, &confirm)
-			ra.ended(ap)
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if req == nil {
-			confirm = confirm.answer(err)
-			if time.Since(start) > 30*time.Second {
-				backoff = 100 * time.Millisecond
-			}
-			if errors.Is(err, apply.ErrGuard) {
-				backoff = 100 * time.Millisecond // a leftover session was committing: resume at once
-			}
-			if errors.Is(err, apply.ErrDrainFirst) {
-				// Retrying cannot help: the rows stay uneven until a drain
-				// with their channel count, which SetChannels does.
-				ra.refused(ctx, err)
-				select {
-				case <-ctx.Done():
-					return
-				case req = <-ra.switchc:
-				}
-			} else {
-				ra.failed(err, time.Now().Add(backoff))
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(backoff):
-				case req = <-ra.switchc:
-				}
-				backoff = min(backoff*2, 10*time.Second)
-			}
-		}
-		if req != nil {
-			confirm = ra.changeChannels(ctx, req, recv)
-			backoff = 100 * time.Millisecond
-		}
-	}
-}
-
-// ended adds the counts of ap's ended run to the role's totals.
-func (ra *replicaApply) ended(ap *apply.Applier) {
-	st := ap.Status()
 	ra.mu.Lock()
-	defer ra.mu.Unlock()
-	for _, c := range append(st.Channels, st.Serial) {
-		t := ra.base[c.Channel]
-		t.txs += c.Transactions
-		t.blocks += c.Blocks
-		ra.base[c.Channel] = t
-	}
-}
-
-func (ra *replicaApply) failed(err error, retry time.Time) {
-	ra.log.Error("applier stopped; it restarts from its restart rows", "err", err, "retry_in", time.Until(retry).Round(time.Millisecond))
+	ra.recv, ra.since = recv, time.Now()
+	ra.mu.Unlock()
+	<-ctx.Done()
 	ra.mu.Lock()
-	ra.lastErr, ra.lastAt, ra.retryAt = err, time.Now(), retry
+	ra.recv = nil
 	ra.mu.Unlock()
 }
 
-// prepare readies the database for a run: read-only for clients, no
-// semi-sync waits, the restart rows of a former primary raised to what its
-// database already holds.
-func (ra *replicaApply) prepare(ctx context.Context, seeded *bool) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
+// Prepare implements apply.Host: before every run the database is made
+// read-only for clients and its commits stop waiting for semi-sync ACKs;
+// the warnings name settings that are not recommended.
+func (ra *replicaApply) Prepare(ctx context.Context) ([]string, error) {
 	conn, err := ra.a.db.Conn(ctx)
 	if err != nil {
-		return fmt.Errorf("agent: apply: connect to the local database: %w", err)
+		return nil, fmt.Errorf("agent: apply: connect to the local database: %w", err)
 	}
 	defer conn.Close()
 	var ro bool
 	if err := conn.QueryRowContext(ctx, "SELECT @@global.read_only").Scan(&ro); err != nil {
-		return fmt.Errorf("agent: apply: read read_only: %w", err)
+		return nil, fmt.Errorf("agent: apply: read read_only: %w", err)
 	}
 	if !ro {
 		ra.log.Warn("replica database was writable: SET GLOBAL read_only = ON")
 		if _, err := conn.ExecContext(ctx, "SET GLOBAL read_only = ON"); err != nil {
-			return fmt.Errorf("agent: apply: SET GLOBAL read_only = ON: %w", err)
+			return nil, fmt.Errorf("agent: apply: SET GLOBAL read_only = ON: %w", err)
 		}
 	}
 	// A replica's commits must never wait for a semi-sync ACK: no one
 	// sends one to a replica, and with wait_no_slave every commit of the
 	// applier would hang. Switching it off fences first (localdb).
 	if _, err := localdb.StopSemiSyncWaits(ctx, ra.a.db, ra.log); err != nil {
-		return fmt.Errorf("agent: apply: %w", err)
+		return nil, fmt.Errorf("agent: apply: %w", err)
 	}
-	warnings, err := ra.checkSettings(ctx, conn)
-	if err != nil {
-		return err
+	return ra.checkSettings(ctx, conn)
+}
+
+// Held implements apply.Host: a former primary's database holds the
+// records of its own last term (they came from its binlog), as far as the
+// log still holds them.
+func (ra *replicaApply) Held() (*apply.Held, error) {
+	term, err := ra.a.loadExtractStart()
+	if err != nil || term == nil {
+		return nil, err
 	}
-	rows, err := apply.ReadRestartRows(ctx, conn, ra.schema)
-	if err != nil {
-		return err
+	held, err := lastOfEpoch(ra.a.txl, term.Epoch, term.FirstSeqno)
+	if err != nil || held == nil {
+		return nil, err
 	}
-	lo, hi := rowRange(rows)
-	ra.mu.Lock()
-	ra.warnings = warnings
-	ra.rowsMin = max(ra.rowsMin, lo)
-	ra.keep = max(ra.keep, hi)
-	ra.mu.Unlock()
-	if !*seeded {
-		if err := ra.seed(ctx, conn); err != nil {
-			return err
-		}
-		*seeded = true
-	}
-	return nil
+	return &apply.Held{First: term.FirstSeqno, Last: *held, What: fmt.Sprintf("this node was primary of epoch %d", term.Epoch)}, nil
 }
 
 // checkSettings returns warnings about settings the applier works with but
@@ -537,97 +299,6 @@ func (ra *replicaApply) checkSettings(ctx context.Context, conn *sql.Conn) ([]st
 		out = append(out, fmt.Sprintf("binlog_ignore_db does not name %q: the restart-row updates of the %s schema go to this replica's binlog (set binlog_ignore_db=%s in my.cnf)", ra.schema, ra.schema, ra.schema))
 	}
 	return out, nil
-}
-
-// seed raises the restart rows of a former primary to the last record of
-// its own last term: its database holds those records (they came from its
-// binlog), and applying them again would apply them twice. It refuses when
-// the database lacks records from before that term.
-func (ra *replicaApply) seed(ctx context.Context, conn *sql.Conn) error {
-	term, err := ra.a.loadExtractStart()
-	if err != nil || term == nil {
-		return err
-	}
-	held, err := lastOfEpoch(ra.a.txl, term.Epoch, term.FirstSeqno)
-	if err != nil || held == nil {
-		return err
-	}
-	rows, err := apply.ReadRestartRows(ctx, conn, ra.schema)
-	if err != nil {
-		return err
-	}
-	lo, _ := rowRange(rows)
-	if len(rows) > 0 && lo >= held.Seqno {
-		return nil
-	}
-	if lo+1 < term.FirstSeqno {
-		return fmt.Errorf("agent: apply: this node was primary of epoch %d from seqno %d to %d, but its restart rows say its database applied only up to %d before: "+
-			"records %d..%d are missing under its own writes (it was promoted without applying its whole log); re-provision this database",
-			term.Epoch, term.FirstSeqno, held.Seqno, lo, lo+1, term.FirstSeqno-1)
-	}
-	if len(rows) == 0 {
-		if err := ra.createRows(ctx); err != nil {
-			return err
-		}
-	}
-	ts := "NULL"
-	if held.Timestamp > 0 {
-		ts = fmt.Sprintf("FROM_UNIXTIME(%d)", held.Timestamp)
-	}
-	stmt := fmt.Sprintf("UPDATE `%s`.`apply_channel` SET epoch=?, seqno=?, source_gtid=?, source_file=?, source_pos=?, shard='', source_ts=%s, applied_at=SYSDATE(6) WHERE seqno<?", ra.schema, ts)
-	if _, err := conn.ExecContext(ctx, "SET SESSION sql_log_bin=0"); err != nil {
-		return fmt.Errorf("agent: apply: seed restart rows: %w", err)
-	}
-	res, err := conn.ExecContext(ctx, stmt, held.Epoch, held.Seqno, held.GTID, held.SourceFile, held.SourcePos, held.Seqno)
-	conn.ExecContext(ctx, "SET SESSION sql_log_bin=1")
-	if err != nil {
-		return fmt.Errorf("agent: apply: seed restart rows to seqno %d: %w", held.Seqno, err)
-	}
-	n, _ := res.RowsAffected()
-	ra.log.Warn("restart rows raised to the end of this node's own primary term: its database holds those records",
-		"epoch", term.Epoch, "first_seqno", term.FirstSeqno, "seqno", held.Seqno, "gtid", held.GTID, "rows", n)
-	ra.raiseKeep(held.Seqno)
-	return nil
-}
-
-// rowRange returns the lowest and highest seqno of rows (0, 0 for none).
-func rowRange(rows []apply.RestartRow) (lo, hi uint64) {
-	for i, r := range rows {
-		if i == 0 || r.Seqno < lo {
-			lo = r.Seqno
-		}
-		hi = max(hi, r.Seqno)
-	}
-	return lo, hi
-}
-
-// createRows lets the applier create its table and rows (at seqno 0): a
-// run with a commit index of 0 starts, writes them, and waits for records
-// it may never apply; it is then stopped.
-func (ra *replicaApply) createRows(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	ap := ra.applier()
-	go func() {
-		done <- ap.Run(ctx, apply.SourceFunc(func(from uint64) (apply.Reader, error) {
-			return ra.a.txl.NewReader(from)
-		}), &apply.Watermark{})
-	}()
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case err := <-done:
-			cancel()
-			return fmt.Errorf("agent: apply: create restart rows: %w", err)
-		case <-t.C:
-		}
-		if ap.Status().Running {
-			cancel()
-			<-done
-			return nil
-		}
-	}
 }
 
 // lastOfEpoch returns the last record of epoch in l, which starts at seqno
@@ -676,62 +347,6 @@ func lastOfEpoch(l *txlog.Log, epoch, first uint64) (*txlog.Record, error) {
 	return &rec, nil
 }
 
-// watch runs beside the applier once a second: it samples the apply rate,
-// forgets source times of applied records, and retries records channels
-// stopped on, with backoff (1s doubling to 1 min).
-func (ra *replicaApply) watch(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		ap := ra.applier()
-		st := ap.Status()
-		now := time.Now()
-		var due []uint64
-		ra.mu.Lock()
-		ra.rate = append(ra.rate, rateSample{now, st.Applied})
-		if len(ra.rate) > 11 {
-			ra.rate = ra.rate[len(ra.rate)-11:]
-		}
-		for s := range ra.ts {
-			if s <= st.Applied {
-				delete(ra.ts, s)
-			}
-		}
-		stopped := map[uint64]bool{}
-		for _, c := range append(st.Channels, st.Serial) {
-			if e := c.Stopped; e != nil && st.Running {
-				stopped[e.Seqno] = true
-				r := ra.retries[e.Seqno]
-				if r == nil {
-					r = &retryState{next: now.Add(time.Second)}
-					ra.retries[e.Seqno] = r
-				}
-				if now.After(r.next) {
-					r.n++
-					r.next = now.Add(min(time.Second<<min(r.n, 6), time.Minute))
-					due = append(due, e.Seqno)
-				}
-			}
-		}
-		for s := range ra.retries {
-			if !stopped[s] {
-				delete(ra.retries, s)
-			}
-		}
-		ra.mu.Unlock()
-		for _, s := range due {
-			if err := ap.Retry(s); err != nil {
-				ra.log.Debug("apply: retry", "seqno", s, "err", err)
-			}
-		}
-	}
-}
-
 // waitApplied waits until the applier has applied seqno, if the agent is a
 // replica (Drain).
 func (a *Agent) waitApplied(ctx context.Context, seqno uint64) error {
@@ -741,102 +356,32 @@ func (a *Agent) waitApplied(ctx context.Context, seqno uint64) error {
 	if role.Kind != RoleReplica || ra == nil {
 		return nil
 	}
-	if ra.applier() == nil {
+	if ra.sup == nil {
 		return fmt.Errorf("the applier's configuration is refused: %w", ra.newErr)
 	}
-	return ra.waitApplied(ctx, seqno)
+	return ra.sup.WaitApplied(ctx, seqno)
 }
 
 // status describes the applier of the running replica role, or nil.
 func (ra *replicaApply) status() *ApplyStatus {
-	ra.mu.Lock()
-	recv, ap := ra.recv, ra.ap
-	ra.mu.Unlock()
-	if recv == nil {
-		return nil
+	if ra.sup == nil {
+		ra.mu.Lock()
+		recv, since := ra.recv, ra.since
+		ra.mu.Unlock()
+		if recv == nil {
+			return nil
+		}
+		commit := recv.CommitIndex()
+		return &ApplyStatus{CommitSeqno: commit, LagTransactions: commit,
+			LastError: fmt.Sprintf("agent: apply configuration: %v", ra.newErr), LastErrorAt: since}
 	}
-	var st apply.Status
-	if ap != nil {
-		st = ap.Status()
-	}
-	commit := recv.CommitIndex()
-	now := time.Now()
-	ra.mu.Lock()
-	defer ra.mu.Unlock()
-	out := &ApplyStatus{
-		Running: st.Running, AppliedSeqno: st.Applied, CommitSeqno: commit, Inflight: st.Inflight,
-		Runs: ra.runs, Warnings: slices.Clone(ra.warnings),
-	}
-	if ra.countNote != "" {
-		out.Warnings = append(out.Warnings, ra.countNote)
-	}
-	// Before the first run of this process, the restart rows read by
-	// prepare are what is known.
-	out.AppliedSeqno = max(out.AppliedSeqno, ra.rowsMin)
-	if ra.lastErr != nil {
-		out.LastError, out.LastErrorAt = ra.lastErr.Error(), ra.lastAt
-		if !st.Running {
-			out.RetryAt = ra.retryAt
+	st := ra.sup.Status()
+	if st != nil {
+		if note := ra.countNote(); note != "" {
+			st.Warnings = append(st.Warnings, note)
 		}
 	}
-	lagFrom := func(pos uint64) (uint64, *float64) {
-		if commit <= pos {
-			return 0, new(float64)
-		}
-		if ts, ok := ra.ts[pos+1]; ok && ts > 0 {
-			s := max(0, now.Sub(time.Unix(int64(ts), 0)).Seconds())
-			return commit - pos, &s
-		}
-		return commit - pos, nil
-	}
-	out.LagTransactions, out.LagSeconds = lagFrom(out.AppliedSeqno)
-	if n := len(ra.rate); n > 1 {
-		a, b := ra.rate[0], ra.rate[n-1]
-		if d := b.at.Sub(a.at).Seconds(); d > 0 && b.applied >= a.applied {
-			out.Rate = float64(b.applied-a.applied) / d
-		}
-	}
-	chans := st.Channels
-	if st.Running || len(chans) > 0 {
-		chans = append(slices.Clone(chans), st.Serial)
-	}
-	for _, c := range chans {
-		// Ended runs are in base; a running one adds its own counts.
-		t := ra.base[c.Channel]
-		if st.Running {
-			t.txs += c.Transactions
-			t.blocks += c.Blocks
-		}
-		ch := ApplyChannel{
-			Channel: c.Channel, Seqno: c.Seqno, GTID: c.GTID, Queued: c.Queued,
-			Transactions: t.txs, Blocks: t.blocks,
-		}
-		if ch.Blocks > 0 {
-			ch.AvgBlock = float64(ch.Transactions) / float64(ch.Blocks)
-		}
-		for s := range ra.shardsOn[c.Channel] {
-			ch.Shards = append(ch.Shards, s)
-		}
-		sort.Strings(ch.Shards)
-		ch.LagTransactions, ch.LagSeconds = lagFrom(max(c.Seqno, out.AppliedSeqno))
-		if e := c.Stopped; e != nil {
-			re := &ApplyRecordError{Channel: e.Channel, Seqno: e.Seqno, GTID: e.GTID, Schemas: e.Schemas, Error: e.Err.Error()}
-			if r := ra.retries[e.Seqno]; r != nil {
-				re.Retries = r.n
-			}
-			ch.Stopped = re
-			out.Errors = append(out.Errors, *re)
-		}
-		out.Queued += c.Queued
-		out.Transactions += ch.Transactions
-		if c.Channel == apply.SerialChannel {
-			out.Serialized += ch.Transactions
-		} else {
-			out.Blocks += ch.Blocks
-		}
-		out.Channels = append(out.Channels, ch)
-	}
-	return out
+	return st
 }
 
 // replicaHealthy says why the agent should not get read traffic as a

@@ -1,12 +1,17 @@
 package agent
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+
+	"github.com/quire-ha/quire/apply"
 )
 
 func TestChooseChannels(t *testing.T) {
@@ -74,26 +79,23 @@ func TestChannelsSettingFile(t *testing.T) {
 	}
 }
 
-// An applier replaced by one of another channel count registers the same
-// metric names again.
-func TestSwapRegisterer(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	sr := &swapRegisterer{Registerer: reg}
-	mk := func() prometheus.Collector {
-		return prometheus.NewCounter(prometheus.CounterOpts{Name: "quire_test_total", Help: "test"})
-	}
-	sr.MustRegister(mk())
-	if err := sr.Register(mk()); err == nil {
-		t.Fatal("a second collector of the same name registered")
-	}
-	if old := sr.unregisterAll(); len(old) != 1 {
-		t.Fatalf("unregisterAll returned %d collectors, want 1", len(old))
-	}
-	if err := sr.Register(mk()); err != nil {
-		t.Fatalf("after unregisterAll: %v", err)
-	}
-	mfs, err := reg.Gather()
-	if err != nil || len(mfs) != 1 {
-		t.Fatalf("gather: %d families, %v", len(mfs), err)
+func TestChannelsCode(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want codes.Code
+	}{
+		{fmt.Errorf("apply: 300 channels: %w", apply.ErrBadChannels), codes.InvalidArgument},
+		{fmt.Errorf("apply: set channels: %w", apply.ErrNotRunning), codes.FailedPrecondition},
+		{fmt.Errorf("apply: set channels: %w", apply.ErrChangeBusy), codes.FailedPrecondition},
+		{fmt.Errorf("apply: rows: %w", apply.ErrShardMapChanged), codes.FailedPrecondition},
+		{fmt.Errorf("apply: drain: %w", apply.ErrDrainFirst), codes.FailedPrecondition},
+		{fmt.Errorf("apply: keep: %w", apply.ErrSwitch), codes.Internal},
+		{fmt.Errorf("apply: drain: %w", context.DeadlineExceeded), codes.DeadlineExceeded},
+		{fmt.Errorf("apply: no answer in time (%w)", context.Canceled), codes.Canceled},
+		{errors.New("apply: read restart rows: connection refused"), codes.Unavailable},
+	} {
+		if got := channelsCode(tc.err); got != tc.want {
+			t.Errorf("channelsCode(%v) = %s, want %s", tc.err, got, tc.want)
+		}
 	}
 }

@@ -36,7 +36,8 @@ type Config struct {
 	// DSN is the replica's go-sql-driver/mysql DSN. The applier opens its
 	// own connections and turns multiStatements on.
 	DSN string
-	// Channels is the number of parallel channels (default 4, at most 256).
+	// Channels is the number of parallel channels (default 4, at most
+	// MaxChannels).
 	Channels int
 	// Shards maps schemas to shards and shards to channels.
 	Shards ShardConfig
@@ -125,8 +126,8 @@ func (c *Config) validate() error {
 	switch {
 	case c.DSN == "":
 		return errors.New("apply: config: dsn is empty")
-	case c.Channels < 1 || c.Channels > 256:
-		return fmt.Errorf("apply: config: channels is %d, want 1..256", c.Channels)
+	case c.Channels < 1 || c.Channels > MaxChannels:
+		return fmt.Errorf("apply: config: channels is %d, want 1..%d", c.Channels, MaxChannels)
 	case c.CommitOrder != CommitShard && c.CommitOrder != CommitGlobal:
 		return fmt.Errorf("apply: config: commit order %q, want %q or %q", c.CommitOrder, CommitShard, CommitGlobal)
 	case c.BlockSize < 1:
@@ -159,6 +160,10 @@ type Applier struct {
 	log    *slog.Logger
 	m      *metrics
 	hooks  hooks
+	// observe, if set, sees every record the reader classified, with the
+	// channel that applies it and its shard ("" when none): a Supervisor
+	// keeps source times and shards per channel for its Status.
+	observe func(rec *txlog.Record, channel int, shard string)
 
 	mu      sync.Mutex
 	rs      *runState // nil when not running
@@ -585,6 +590,9 @@ func (a *Applier) read(ctx context.Context, rs *runState, serial *worker, src So
 		ch := SerialChannel
 		if !j.serialize {
 			ch = a.shards.Channel(j.shard)
+		}
+		if a.observe != nil {
+			a.observe(j.rec, ch, j.shard)
 		}
 		done, err := rs.alreadyApplied(next, ch)
 		if err != nil {

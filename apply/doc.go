@@ -12,4 +12,13 @@
 //
 //	a, err := apply.New(apply.Config{DSN: dsn, Channels: 8})
 //	err = a.Run(ctx, source, commitIndex)
+//
+// A Supervisor keeps an Applier running for a process: it runs it again
+// after errors with back-off, retries records a channel stopped on, changes
+// the channel count with a drain, keeps totals and status across runs, and
+// applies a whole log before a promotion (ApplyThrough). Its commit index
+// is a CommitSource and the process's part a Host (docs/applier.md).
+//
+//	s, err := apply.NewSupervisor(apply.SupervisorConfig{Applier: cfg, DB: db, Source: source, Host: host})
+//	s.Run(ctx, commitSource)
 package apply

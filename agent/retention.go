@@ -220,23 +220,15 @@ func (a *Agent) localKeepFrom(r Role) (uint64, string) {
 		if ra == nil {
 			return 0, "the replica's applier does not exist yet"
 		}
-		if ra.changing.Load() {
-			return 0, "the applier's channel count is changing"
-		}
-		ap := ra.applier()
-		if ap == nil {
+		if ra.sup == nil {
 			return 0, "the applier's configuration is refused"
 		}
-		st := ap.Status()
-		if len(st.Channels) == 0 {
-			return 0, "the applier has not run yet"
-		}
-		lo := st.Channels[0].Seqno
-		for _, c := range st.Channels {
-			lo = min(lo, c.Seqno)
+		from, ok := ra.sup.ReadFrom()
+		if !ok {
+			return 0, "the applier has not run yet or its channel count is changing"
 		}
 		// A restarted applier reads from the lowest restart row + 1.
-		return lo + 1, ""
+		return from, ""
 	case RolePrimary:
 		return a.primaryKeepFrom(r.Epoch)
 	}

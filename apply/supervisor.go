@@ -655,6 +655,25 @@ func (s *Supervisor) KeepFrom() uint64 {
 	return s.keep
 }
 
+// ReadFrom returns the lowest seqno a restarted applier reads from the
+// log: the lowest channel restart row + 1. ok is false, and the caller must
+// keep the whole log, while the channel count changes or before the
+// applier has run.
+func (s *Supervisor) ReadFrom() (seqno uint64, ok bool) {
+	if s.changing.Load() {
+		return 0, false
+	}
+	st := s.applier().Status()
+	if len(st.Channels) == 0 {
+		return 0, false
+	}
+	lo := st.Channels[0].Seqno
+	for _, c := range st.Channels {
+		lo = min(lo, c.Seqno)
+	}
+	return lo + 1, true
+}
+
 // RaiseKeep tells the Supervisor that the database holds records up to
 // seqno (KeepFrom).
 func (s *Supervisor) RaiseKeep(seqno uint64) {

@@ -98,6 +98,7 @@ type Agent struct {
 	writable atomic.Bool // primary: its database was last seen writable
 
 	mcli      *manager.Client    // the managers' client, nil without managers
+	lease     lease              // the primary lease (mu)
 	asg       manager.Assignment // the managers' last answer (mu)
 	hasAsg    bool
 	asgSeq    uint64 // number of the heartbeat asg answered (mu)

@@ -192,7 +192,9 @@ func (ag *ackGate) step() {
 			ag.check(ag.g.DegradeCleared())
 		}
 	}
-	for {
+	// Without its lease the primary acknowledges nothing: the managers
+	// may be promoting another node (lease.go).
+	for ag.a.leaseHeld(ag.epoch) {
 		ack, ok := ag.g.Ready()
 		if !ok {
 			break

@@ -162,6 +162,7 @@ func (a *Agent) runManaged(ctx context.Context) {
 	for {
 		if !registered {
 			rctx, cancel := context.WithTimeout(ctx, a.heartbeatTimeout())
+			sent := time.Now()
 			asg, err := a.mcli.RegisterAgent(rctx, manager.Registration{NodeID: a.cfg.NodeID, AgentAddr: a.advertisedAgentAddr(), MySQLAddr: mysqlAddr})
 			cancel()
 			if err != nil {
@@ -179,6 +180,7 @@ func (a *Agent) runManaged(ctx context.Context) {
 			}
 			b.Reset()
 			registered = true
+			a.renewLease(asg, sent)
 			a.log.Info("registered with the managers", "leader", asg.Leader, "role", asg.Role, "epoch", asg.Epoch)
 			for _, w := range asg.Warnings {
 				a.log.Warn("managers: " + w)
@@ -193,6 +195,7 @@ func (a *Agent) runManaged(ctx context.Context) {
 		r := a.report(ctx)
 		seq := a.hbSeq.Add(1)
 		hctx, cancel := context.WithTimeout(ctx, a.heartbeatTimeout())
+		sent := time.Now()
 		asg, err := a.mcli.Heartbeat(hctx, r)
 		cancel()
 		if err != nil {
@@ -207,6 +210,7 @@ func (a *Agent) runManaged(ctx context.Context) {
 			}
 			continue
 		}
+		a.renewLease(asg, sent)
 		store(asg, seq)
 	}
 }

@@ -395,6 +395,14 @@ func (a *Agent) keepWritable(ctx context.Context, epoch uint64) {
 		switch {
 		case err != nil:
 			a.writable.Store(false)
+		case !a.leaseHeld(epoch):
+			a.writable.Store(false)
+			if !ro {
+				a.log.Error("primary lease lost: the managers did not confirm this node as primary in time; fencing its own database (read_only=ON, client sessions killed) until they do", "epoch", epoch)
+				if _, err := localdb.Fence(ctx, a.db); err != nil {
+					a.log.Error("could not fence the database after losing the lease; the gate acknowledges nothing meanwhile", "err", err)
+				}
+			}
 		case !ro:
 			a.writable.Store(true)
 		case !a.mayOpenWrites(epoch):
@@ -423,11 +431,12 @@ func (a *Agent) keepWritable(ctx context.Context, epoch uint64) {
 
 // mayOpenWrites reports whether this agent may make its database writable
 // as primary of epoch: without managers its static role says so; with
-// managers, their last assignment must name it primary of that epoch.
+// managers, their last assignment must name it primary of that epoch and
+// its lease must hold.
 func (a *Agent) mayOpenWrites(epoch uint64) bool {
 	if !a.managed() {
 		return true
 	}
 	asg, ok := a.assignment()
-	return ok && asg.Role == manager.RolePrimary && asg.Epoch == epoch
+	return ok && asg.Role == manager.RolePrimary && asg.Epoch == epoch && a.leaseHeld(epoch)
 }

@@ -318,3 +318,30 @@ func TestRestartedPrimaryAcknowledgesNothingAlone(t *testing.T) {
 	}
 	c.procs[0].WaitStatus("db1 writable primary", 30*time.Second, func(s agent.Status) bool { return s.Writable })
 }
+
+// TestPrimaryLeaseLost: the primary's agent loses every manager (all
+// stopped, as behind a partition). Within its lease it stops acknowledging
+// and makes its database read-only itself; once the managers are back and
+// name it primary again, it reopens writes — no agent restarted.
+func TestPrimaryLeaseLost(t *testing.T) {
+	c := startManaged(t)
+	c.insertUntil(1, 30*time.Second)
+	c.mc.StopAll()
+	// The default failover timeout (10 s) gives a 5 s lease.
+	c.procs[0].WaitStatus("db1 fenced itself after losing its lease", 30*time.Second, func(s agent.Status) bool {
+		return s.Role.Kind == agent.RolePrimary && !s.Writable
+	})
+	var ro bool
+	if err := c.dbs[0].DB.QueryRow("SELECT @@global.read_only").Scan(&ro); err != nil || !ro {
+		t.Fatalf("db1 read_only = %v (%v) without a lease", ro, err)
+	}
+	if _, err := c.app.Exec("INSERT INTO app.t VALUES (2, 'no lease')"); err == nil {
+		t.Fatal("the application wrote on a primary without a lease")
+	}
+	for i := range c.mc.Managers {
+		c.mc.Restart(i)
+	}
+	c.insertUntil(3, time.Minute)
+	c.waitRows(2, time.Minute, 1, 2)
+	c.procs[0].WaitStatus("db1 writable again", 30*time.Second, func(s agent.Status) bool { return s.Writable })
+}

@@ -11,9 +11,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/quire-ha/quire/apply"
 )
 
@@ -21,7 +18,7 @@ import (
 // its apply.Supervisor (SetChannels: drain with the rows' count, switch).
 // The agent keeps the new count in the data directory (channelsFile),
 // where it overrides apply.channels until the configuration says the
-// same, and maps the supervisor's errors to gRPC status codes.
+// same; control.go maps the supervisor's errors to gRPC status codes.
 
 // channelsFile, in data_dir, holds the channel count SetChannels set.
 const channelsFile = "apply-channels.json"
@@ -151,53 +148,33 @@ type ChannelsResult struct {
 // (apply.Supervisor.SetChannels): the running applier stops, every channel
 // is drained to one seqno with the count the restart rows were written
 // with, the count is kept in the data directory, and the applier restarts
-// with n channels. Errors carry gRPC status codes; when one is returned
+// with n channels. When an error is returned
 // the applier's channel count did not change, unless ctx ended while the
 // new run was starting (the error says so).
 func (a *Agent) SetChannels(ctx context.Context, n int) (ChannelsResult, error) {
 	if n < 1 || n > MaxChannels {
-		return ChannelsResult{}, status.Errorf(codes.InvalidArgument, "set channels: count %d is out of range: want 1..%d", n, MaxChannels)
+		return ChannelsResult{}, fmt.Errorf("%w: count %d is out of range: want 1..%d", ErrInvalid, n, MaxChannels)
 	}
 	a.mu.Lock()
 	role, ra := a.role, a.rep
 	a.mu.Unlock()
 	if role.Kind != RoleReplica || ra == nil {
-		return ChannelsResult{}, status.Errorf(codes.FailedPrecondition, "set channels: this agent is not a replica (role %s): only a replica's applier has channels", role.Kind)
+		return ChannelsResult{}, fmt.Errorf("%w: this agent is not a replica (role %s): only a replica's applier has channels", ErrConflict, role.Kind)
 	}
 	if ra.sup == nil {
-		return ChannelsResult{}, status.Errorf(codes.FailedPrecondition, "set channels: the applier's configuration is refused (%v): fix the configuration and restart the agent", ra.newErr)
+		return ChannelsResult{}, fmt.Errorf("%w: the applier's configuration is refused (%v): fix the configuration and restart the agent", ErrConflict, ra.newErr)
 	}
 	res, err := ra.sup.SetChannels(ctx, n)
 	if errors.Is(err, apply.ErrNotRunning) {
-		msg := "the replica role is not running"
-		if err := a.roleError(); err != nil {
-			msg += ": " + err.Error()
+		if rerr := a.roleError(); rerr != nil {
+			return ChannelsResult{}, fmt.Errorf("%w: %v", err, rerr)
 		}
-		return ChannelsResult{}, status.Errorf(codes.FailedPrecondition, "set channels: %s", msg)
+		return ChannelsResult{}, err
 	}
 	if err != nil {
-		return ChannelsResult{}, status.Errorf(channelsCode(err), "set channels: %v", err)
+		return ChannelsResult{}, err
 	}
 	return ChannelsResult{ChannelsResult: res, ConfigNote: ra.note(n)}, nil
-}
-
-// channelsCode is the gRPC status code of an error of
-// apply.Supervisor.SetChannels.
-func channelsCode(err error) codes.Code {
-	switch {
-	case errors.Is(err, apply.ErrBadChannels):
-		return codes.InvalidArgument
-	case errors.Is(err, apply.ErrNotRunning), errors.Is(err, apply.ErrChangeBusy),
-		errors.Is(err, apply.ErrShardMapChanged), errors.Is(err, apply.ErrDrainFirst):
-		return codes.FailedPrecondition
-	case errors.Is(err, apply.ErrSwitch):
-		return codes.Internal
-	case errors.Is(err, context.DeadlineExceeded):
-		return codes.DeadlineExceeded
-	case errors.Is(err, context.Canceled):
-		return codes.Canceled
-	}
-	return codes.Unavailable
 }
 
 // KeepChannels implements apply.Host: it keeps n in the data directory,

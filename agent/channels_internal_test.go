@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/quire-ha/quire/apply"
 )
@@ -79,7 +80,7 @@ func TestChannelsSettingFile(t *testing.T) {
 	}
 }
 
-func TestChannelsCode(t *testing.T) {
+func TestGRPCErrorOfChannels(t *testing.T) {
 	for _, tc := range []struct {
 		err  error
 		want codes.Code
@@ -94,8 +95,8 @@ func TestChannelsCode(t *testing.T) {
 		{fmt.Errorf("apply: no answer in time (%w)", context.Canceled), codes.Canceled},
 		{errors.New("apply: read restart rows: connection refused"), codes.Unavailable},
 	} {
-		if got := channelsCode(tc.err); got != tc.want {
-			t.Errorf("channelsCode(%v) = %s, want %s", tc.err, got, tc.want)
+		if got := status.Code(grpcError("set channels", tc.err)); got != tc.want {
+			t.Errorf("grpcError(%v) = %s, want %s", tc.err, got, tc.want)
 		}
 	}
 }

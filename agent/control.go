@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/quire-ha/quire/api/agentpb"
+	"github.com/quire-ha/quire/apply"
 	"github.com/quire-ha/quire/semisync"
 )
 
@@ -161,7 +162,7 @@ func (c *control) SetChannels(ctx context.Context, req *agentpb.SetChannelsReque
 	defer cancel()
 	res, err := c.a.SetChannels(ctx2, int(min(req.Count, MaxChannels+1)))
 	if err != nil {
-		return nil, err
+		return nil, grpcError("set channels", err)
 	}
 	out := &agentpb.SetChannelsResponse{
 		OldCount: uint32(res.OldCount), Count: uint32(res.Count), DrainedSeqno: res.DrainedSeqno,
@@ -182,10 +183,13 @@ func grpcError(verb string, err error) error {
 	}
 	code := codes.Unavailable
 	switch {
-	case errors.Is(err, ErrInvalid):
+	case errors.Is(err, ErrInvalid), errors.Is(err, apply.ErrBadChannels):
 		code = codes.InvalidArgument
-	case errors.Is(err, ErrConflict):
+	case errors.Is(err, ErrConflict), errors.Is(err, apply.ErrNotRunning), errors.Is(err, apply.ErrChangeBusy),
+		errors.Is(err, apply.ErrShardMapChanged), errors.Is(err, apply.ErrDrainFirst):
 		code = codes.FailedPrecondition
+	case errors.Is(err, apply.ErrSwitch):
+		code = codes.Internal
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):

@@ -142,26 +142,34 @@ func TestStatusProblems(t *testing.T) {
 	}
 }
 
-func TestLongestGap(t *testing.T) {
+func TestStalls(t *testing.T) {
 	s := time.Second
-	times := []time.Duration{1 * s, 2 * s, 5 * s, 6 * s, 6 * s}
-	for _, tc := range []struct {
-		from, to, end time.Duration
-		gap, at       time.Duration
-	}{
-		{0, 10 * s, 7 * s, 3 * s, 2 * s},     // 2 → 5
-		{5 * s, 10 * s, 7 * s, 1 * s, 5 * s}, // 5 → 6, then 6 → end 7
-		{5 * s, 10 * s, 9 * s, 3 * s, 6 * s}, // no writes after 6: the stall runs to the end
-		{3 * s, 4 * s, 7 * s, 3 * s, 2 * s},  // a window inside the 2 → 5 gap
-		{0, 1500 * time.Millisecond, 7 * s, 1 * s, 1 * s},
-	} {
-		gap, at := longestGap(times, tc.end, tc.from, tc.to)
-		if gap != tc.gap || at != tc.at {
-			t.Errorf("longestGap([%s, %s), end %s) = %s at %s, want %s at %s", tc.from, tc.to, tc.end, gap, at, tc.gap, tc.at)
-		}
+	ms := time.Millisecond
+	times := []time.Duration{1 * s, 2 * s, 5 * s, 6 * s, 6 * s, 6100 * ms}
+	// Fault 0 at 2.05 s (just after the ack at 2 s: within the tolerance)
+	// causes the 2 → 5 s gap; fault 1 at 4 s starts inside that gap and
+	// is not blamed for it; fault 2 at 5.5 s gets the 5 → 6 s gap (it
+	// started inside it); nothing after 6.1 s until the end at 9 s: the
+	// gap is blamed on the last fault before it.
+	per, longest, long := stalls(times, 9*s, []time.Duration{2050 * ms, 4 * s, 5500 * ms}, 2900*ms)
+	want := []time.Duration{3 * s, 0, 2900 * ms}
+	if !slices.Equal(per, want) {
+		t.Errorf("per fault %v, want %v", per, want)
 	}
-	if gap, _ := longestGap(nil, 5*s, 0, 5*s); gap != 0 {
-		t.Errorf("no writes: gap %s", gap)
+	if longest != (gap{from: 2 * s, to: 5 * s, fault: 0}) {
+		t.Errorf("longest %+v", longest)
+	}
+	if want := []gap{{2 * s, 5 * s, 0}, {6100 * ms, 9 * s, 2}}; !slices.Equal(long, want) {
+		t.Errorf("long gaps %+v, want %+v", long, want)
+	}
+	// The gap before the first fault is nobody's; a fault that starts
+	// inside a gap gets all of it.
+	per, longest, _ = stalls([]time.Duration{1 * s, 5 * s, 6 * s}, 6*s, []time.Duration{5500 * ms}, s)
+	if per[0] != s || longest != (gap{from: 1 * s, to: 5 * s, fault: -1}) {
+		t.Errorf("per fault %v, longest %+v", per, longest)
+	}
+	if per, longest, _ := stalls(nil, 5*s, []time.Duration{s}, s); per[0] != 0 || longest.length() != 0 {
+		t.Errorf("no writes: %v %+v", per, longest)
 	}
 }
 

@@ -150,9 +150,8 @@ type faultRecord struct {
 	// Restart is how long the restart command took (kills only).
 	Restart time.Duration
 	Err     string
-	// Stall is the longest gap between acknowledged writes that overlaps
-	// the time from this fault's start to the next one's (filled in at the
-	// end).
+	// Stall is the longest gap between acknowledged writes blamed on this
+	// fault (see stalls; filled in at the end).
 	Stall time.Duration
 }
 
@@ -198,13 +197,13 @@ func roleOf(st *clusterStatus, kind faultKind, target string) string {
 }
 
 // runFault carries out one fault and returns its record.
-func (h *harness) runFault(ctx context.Context, n int, f plannedFault) faultRecord {
+func (h *harness) runFault(ctx context.Context, n int, f plannedFault) (rec faultRecord) {
 	st := h.c.lastStatus()
 	target := f.Target
 	if f.Kind == stopAgent {
 		target = pickReplica(st, h.nodeIDs(), f.Pick)
 	}
-	rec := faultRecord{N: n, Kind: f.Kind, Target: target, Role: roleOf(st, f.Kind, target), Hold: f.Hold, Start: h.since()}
+	rec = faultRecord{N: n, Kind: f.Kind, Target: target, Role: roleOf(st, f.Kind, target), Hold: f.Hold, Start: h.since()}
 	defer func() { rec.End = h.since() }()
 	var p proc
 	switch f.Kind {

@@ -21,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"math/rand/v2"
 	"os"
 	"os/signal"
@@ -29,6 +30,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
 )
 
 // options are the command-line settings.
@@ -74,6 +77,7 @@ func run() int {
 	if o.seed == 0 {
 		o.seed = rand.Uint64()
 	}
+	mysql.SetLogger(log.New(io.Discard, "", 0)) // the writers count their errors
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	h, err := newHarness(o, os.Stdout)
@@ -241,8 +245,12 @@ func (h *harness) run(ctx context.Context) (code int) {
 		stopWriters()
 		<-wdone
 		_, last := acks.count()
+		acks.mu.Lock()
 		fillStalls(recs, acks.times, max(h.since(), last))
+		acks.mu.Unlock()
+		h.outMu.Lock()
 		printTable(h.out, recs)
+		h.outMu.Unlock()
 		return exitInterrupted
 	}
 
@@ -301,7 +309,7 @@ func (h *harness) run(ctx context.Context) (code int) {
 	nerr := acks.nerr
 	errs := topErrors(acks.errors, 8)
 	acks.mu.Unlock()
-	fillStalls(recs, times, end)
+	longest, long := fillStalls(recs, times, end)
 	h.printf("\n")
 	h.outMu.Lock()
 	printTable(h.out, recs)
@@ -310,12 +318,14 @@ func (h *harness) run(ctx context.Context) (code int) {
 	if len(times) > 0 {
 		first = times[0]
 	}
-	gap, at := longestGap(times, end, first, end)
 	h.printf("\nacknowledged writes: %d (%.0f/s over %.0f s); writer errors: %d\n", len(times), float64(len(times))/max(1, (end-first).Seconds()), (end - first).Seconds(), nerr)
 	if len(errs) > 0 {
 		h.printf("writer errors by message:\n%s\n", indent(strings.Join(errs, "\n")))
 	}
-	h.printf("longest write stall: %s, from %.1f s to %.1f s%s\n", secs(gap), at.Seconds(), (at + gap).Seconds(), h.faultDuring(recs, at+gap))
+	h.printf("longest write stall: %s, from %.1f s to %.1f s, blamed on %s\n", secs(longest.length()), longest.from.Seconds(), longest.to.Seconds(), faultName(recs, longest.fault))
+	h.outMu.Lock()
+	printLongStalls(h.out, recs, long, end)
+	h.outMu.Unlock()
 	h.mu.Lock()
 	exits := h.exits
 	h.mu.Unlock()
@@ -333,7 +343,7 @@ func (h *harness) run(ctx context.Context) (code int) {
 	}
 	h.printf("\nchaos: FAIL: the cluster did not converge within %s after the last fault (seed %d):\n", o.converge, o.seed)
 	for _, p := range append(problems, res.problems...) {
-		h.printf("  - %s\n", p)
+		h.printf("  - %s\n", strings.ReplaceAll(strings.TrimRight(p, "\n"), "\n", "\n    "))
 	}
 	h.diagnose(res)
 	return exitFailed
@@ -442,7 +452,7 @@ func (h *harness) printFault(r faultRecord) {
 	if r.Err != "" {
 		what += "; ERROR: " + r.Err
 	}
-	h.printf("%s #%02d %s %s (%s): %s\n", stamp(r.Start), r.N, r.Kind, r.Target, r.Role, what)
+	h.printf("%s #%02d at %.1f s: %s %s (%s): %s\n", stamp(r.End), r.N, r.Start.Seconds(), r.Kind, r.Target, r.Role, what)
 }
 
 // progress prints the writers' progress every 15 s.
@@ -463,17 +473,6 @@ func (h *harness) progress(ctx context.Context, a *acks) {
 			stamp(h.since()), n, (n-prev)/15, nerr, (h.since() - last).Seconds(), primary, epoch)
 		prev = n
 	}
-}
-
-// faultDuring names the last fault that started before t.
-func (h *harness) faultDuring(recs []faultRecord, t time.Duration) string {
-	for i := len(recs) - 1; i >= 0; i-- {
-		if recs[i].Start <= t {
-			r := recs[i]
-			return fmt.Sprintf(" (after fault #%d %s %s (%s) at %.1f s)", r.N, r.Kind, r.Target, r.Role, r.Start.Seconds())
-		}
-	}
-	return ""
 }
 
 // diagnose prints what the logs say: per agent and manager the distinct

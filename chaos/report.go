@@ -10,41 +10,107 @@ import (
 	"time"
 )
 
-// longestGap returns the longest gap between consecutive acknowledged
-// writes that overlaps [from, to), and where it starts. times are the
-// acknowledgement times, sorted; end (when the writers stopped) closes the
-// last gap, so writes that never resume count as a stall until then.
-func longestGap(times []time.Duration, end, from, to time.Duration) (gap, at time.Duration) {
-	if len(times) == 0 {
-		return 0, 0
-	}
-	point := func(j int) time.Duration {
-		if j == len(times) {
-			return end
-		}
-		return times[j]
-	}
-	// The first pair (j, j+1) whose end lies after from.
-	k := sort.Search(len(times), func(i int) bool { return times[i] > from })
-	j := max(k-1, 0)
-	for ; j < len(times) && point(j) < to; j++ {
-		if g := point(j+1) - point(j); g > gap {
-			gap, at = g, point(j)
-		}
-	}
-	return gap, at
+// stallTolerance: a write acknowledged this long after a fault started
+// still counts as before it (the commit was on its way when the fault hit).
+const stallTolerance = 100 * time.Millisecond
+
+// gap is a time without acknowledged writes.
+type gap struct {
+	from, to time.Duration
+	fault    int // the index of the fault it is blamed on, -1 for none
 }
 
-// fillStalls sets each fault's Stall: the longest gap between acknowledged
-// writes from its start to the next fault's start (the last one's: to end).
-func fillStalls(recs []faultRecord, times []time.Duration, end time.Duration) {
-	for i := range recs {
-		to := end
-		if i+1 < len(recs) {
-			to = recs[i+1].Start
+func (g gap) length() time.Duration { return g.to - g.from }
+
+// stalls blames every gap between consecutive acknowledged writes on a
+// fault and returns, per fault, its longest gap, the longest gap of all,
+// and every gap of at least long, in order. times are the acknowledgement times, sorted; end (when the writers
+// stopped) closes the last gap, so writes that never resume count as a
+// stall until then; starts are the faults' start times, sorted. A gap is
+// blamed on the first fault that started inside it (or at most
+// stallTolerance before it), else on the last fault before it.
+func stalls(times []time.Duration, end time.Duration, starts []time.Duration, long time.Duration) (perFault []time.Duration, longest gap, longGaps []gap) {
+	perFault = make([]time.Duration, len(starts))
+	longest.fault = -1
+	for j := range times {
+		g := gap{from: times[j], to: end}
+		if j+1 < len(times) {
+			g.to = times[j+1]
 		}
-		recs[i].Stall, _ = longestGap(times, end, recs[i].Start, to)
+		if g.length() <= 0 {
+			continue
+		}
+		i := sort.Search(len(starts), func(i int) bool { return starts[i] >= g.from-stallTolerance })
+		switch {
+		case i < len(starts) && starts[i] < g.to:
+			g.fault = i
+		default:
+			g.fault = i - 1 // -1: before the first fault
+		}
+		if g.fault >= 0 && g.length() > perFault[g.fault] {
+			perFault[g.fault] = g.length()
+		}
+		if g.length() > longest.length() {
+			longest = g
+		}
+		if g.length() >= long {
+			longGaps = append(longGaps, g)
+		}
 	}
+	return perFault, longest, longGaps
+}
+
+// longStall is the shortest stall that the report lists one by one.
+const longStall = 5 * time.Second
+
+// fillStalls sets each fault's Stall (see stalls) and returns the longest
+// gap and the gaps of at least longStall.
+func fillStalls(recs []faultRecord, times []time.Duration, end time.Duration) (gap, []gap) {
+	starts := make([]time.Duration, len(recs))
+	for i, r := range recs {
+		starts[i] = r.Start
+	}
+	per, longest, long := stalls(times, end, starts, longStall)
+	for i := range recs {
+		recs[i].Stall = per[i]
+	}
+	return longest, long
+}
+
+// printLongStalls lists the long stalls: when, which fault they are blamed
+// on, and the last fault that ended before writes resumed (often the one
+// that unstuck the cluster, e.g. a restart of the primary's agent).
+func printLongStalls(w io.Writer, recs []faultRecord, gaps []gap, end time.Duration) {
+	if len(gaps) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "write stalls of %s or more:\n", secs(longStall))
+	for _, g := range gaps {
+		fmt.Fprintf(w, "  %7.1f s to %7.1f s  %8s  blamed on %s", g.from.Seconds(), g.to.Seconds(), secs(g.length()), faultName(recs, g.fault))
+		switch {
+		case g.to >= end:
+			fmt.Fprint(w, "; writes never resumed")
+		default:
+			for i := len(recs) - 1; i >= 0; i-- {
+				if r := recs[i]; r.End <= g.to && i != g.fault {
+					if r.End > g.from {
+						fmt.Fprintf(w, "; resumed %.1f s after #%d %s %s ended", (g.to - r.End).Seconds(), r.N, r.Kind, r.Target)
+					}
+					break
+				}
+			}
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+// faultName names fault i of recs.
+func faultName(recs []faultRecord, i int) string {
+	if i < 0 || i >= len(recs) {
+		return "no fault (before the first)"
+	}
+	r := recs[i]
+	return fmt.Sprintf("#%d %s %s (%s) at %.1f s", r.N, r.Kind, r.Target, r.Role, r.Start.Seconds())
 }
 
 // kindRow is one row of the table of faults by kind.

@@ -129,6 +129,10 @@ func newHarness(o options, out io.Writer) (*harness, error) {
 
 func (h *harness) since() time.Duration { return time.Since(h.start) }
 
+// wall is the UTC clock time (as the agents and managers log it) d after
+// the start.
+func (h *harness) wall(d time.Duration) string { return h.start.Add(d).UTC().Format("15:04:05.000") }
+
 func (h *harness) printf(format string, args ...any) {
 	h.outMu.Lock()
 	defer h.outMu.Unlock()
@@ -168,6 +172,7 @@ func (h *harness) run(ctx context.Context) (code int) {
 	h.printf("chaos: reproduce the schedule with: go run ./chaos -seed %d -faults %d -duration %s\n", o.seed, o.faults, o.duration)
 	h.start = time.Now()
 	defer func() { code = h.cleanup(code) }()
+	h.printf("chaos: times are seconds since %s UTC (the logs' clock)\n", h.wall(0))
 
 	uctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	err := h.c.demo(uctx, "up")
@@ -452,7 +457,7 @@ func (h *harness) printFault(r faultRecord) {
 	if r.Err != "" {
 		what += "; ERROR: " + r.Err
 	}
-	h.printf("%s #%02d at %.1f s: %s %s (%s): %s\n", stamp(r.End), r.N, r.Start.Seconds(), r.Kind, r.Target, r.Role, what)
+	h.printf("%s #%02d at %.1f s (%s): %s %s (%s): %s\n", stamp(r.End), r.N, r.Start.Seconds(), h.wall(r.Start), r.Kind, r.Target, r.Role, what)
 }
 
 // progress prints the writers' progress every 15 s.

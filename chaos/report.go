@@ -78,8 +78,9 @@ func fillStalls(recs []faultRecord, times []time.Duration, end time.Duration) (g
 }
 
 // printLongStalls lists the long stalls: when, which fault they are blamed
-// on, and the last fault that ended before writes resumed (often the one
-// that unstuck the cluster, e.g. a restart of the primary's agent).
+// on, and the faults that came while writes stood still (a stall that only
+// a later fault ends, e.g. a restart of the primary's agent, shows a
+// cluster that was stuck until then).
 func printLongStalls(w io.Writer, recs []faultRecord, gaps []gap, end time.Duration) {
 	if len(gaps) == 0 {
 		return
@@ -87,18 +88,17 @@ func printLongStalls(w io.Writer, recs []faultRecord, gaps []gap, end time.Durat
 	fmt.Fprintf(w, "write stalls of %s or more:\n", secs(longStall))
 	for _, g := range gaps {
 		fmt.Fprintf(w, "  %7.1f s to %7.1f s  %8s  blamed on %s", g.from.Seconds(), g.to.Seconds(), secs(g.length()), faultName(recs, g.fault))
-		switch {
-		case g.to >= end:
+		if g.to >= end {
 			fmt.Fprint(w, "; writes never resumed")
-		default:
-			for i := len(recs) - 1; i >= 0; i-- {
-				if r := recs[i]; r.End <= g.to && i != g.fault {
-					if r.End > g.from {
-						fmt.Fprintf(w, "; resumed %.1f s after #%d %s %s ended", (g.to - r.End).Seconds(), r.N, r.Kind, r.Target)
-					}
-					break
-				}
+		}
+		var during []string
+		for i, r := range recs {
+			if i != g.fault && r.Start > g.from && r.Start < g.to {
+				during = append(during, fmt.Sprintf("#%d %s %s", r.N, r.Kind, r.Target))
 			}
+		}
+		if len(during) > 0 {
+			fmt.Fprintf(w, "\n      faults while it lasted: %s", strings.Join(during, ", "))
 		}
 		fmt.Fprintln(w)
 	}

@@ -57,7 +57,8 @@ demo-status:
 # CHAOS_FLAGS, e.g. make chaos CHAOS_FLAGS="-faults 30 -duration 90s -seed 7".
 CHAOS_FLAGS ?=
 chaos: deps build
-	$(GO) run ./chaos $(CHAOS_FLAGS)
+	$(GO) build -o $(BIN)/chaos ./chaos
+	$(BIN)/chaos $(CHAOS_FLAGS)
 
 # Static checks of deploy/ansible (Debian packages ansible, ansible-lint).
 ansible-lint:

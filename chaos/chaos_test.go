@@ -13,14 +13,14 @@ var (
 )
 
 func TestPlanFaultsCoversEveryTargetAndIsReproducible(t *testing.T) {
-	plan := planFaults(42, 60, 3*time.Minute, testNodes, testManagers)
+	plan := planFaults(42, 60, 3*time.Minute, allKinds, testNodes, testManagers)
 	if len(plan) != 60 {
 		t.Fatalf("got %d faults, want 60", len(plan))
 	}
-	if again := planFaults(42, 60, 3*time.Minute, testNodes, testManagers); !slices.Equal(plan, again) {
+	if again := planFaults(42, 60, 3*time.Minute, allKinds, testNodes, testManagers); !slices.Equal(plan, again) {
 		t.Fatal("the same seed gave a different plan")
 	}
-	if other := planFaults(43, 60, 3*time.Minute, testNodes, testManagers); slices.Equal(plan, other) {
+	if other := planFaults(43, 60, 3*time.Minute, allKinds, testNodes, testManagers); slices.Equal(plan, other) {
 		t.Fatal("seeds 42 and 43 gave the same plan")
 	}
 	// The first ten cover every target.
@@ -64,7 +64,7 @@ func TestPlanFaultsCoversEveryTargetAndIsReproducible(t *testing.T) {
 }
 
 func TestPlanFaultsFewerThanTargets(t *testing.T) {
-	plan := planFaults(1, 3, time.Minute, testNodes, testManagers)
+	plan := planFaults(1, 3, time.Minute, allKinds, testNodes, testManagers)
 	if len(plan) != 3 {
 		t.Fatalf("got %d faults, want 3", len(plan))
 	}
@@ -75,6 +75,21 @@ func TestPlanFaultsFewerThanTargets(t *testing.T) {
 			t.Errorf("%s %s twice among the first faults", f.Kind, f.Target)
 		}
 		seen[k] = true
+	}
+}
+
+func TestPlanFaultsKinds(t *testing.T) {
+	kinds, err := parseKinds("stop, agent,stop")
+	if err != nil || !slices.Equal(kinds, []faultKind{killAgent, stopAgent}) {
+		t.Fatalf("parseKinds = %v, %v", kinds, err)
+	}
+	if _, err := parseKinds("agent,disk"); err == nil || !strings.Contains(err.Error(), `"disk"`) {
+		t.Errorf("parseKinds(agent,disk) error %v", err)
+	}
+	for _, f := range planFaults(5, 40, time.Minute, kinds, testNodes, testManagers) {
+		if f.Kind != killAgent && f.Kind != stopAgent {
+			t.Errorf("fault of kind %s, not asked for", f.Kind)
+		}
 	}
 }
 
@@ -203,5 +218,25 @@ time=4 level=WARN msg="managers: heartbeat failed" err="y"
 	sum := summarizeLog(log)
 	if len(sum) != 2 || sum[0].count != 2 || sum[0].msg != `"managers: heartbeat failed"` || !strings.Contains(sum[0].last, `err="y"`) {
 		t.Errorf("summary %+v", sum)
+	}
+}
+
+func TestPrintLongStalls(t *testing.T) {
+	s := time.Second
+	recs := []faultRecord{
+		{N: 1, Kind: killMariadbd, Target: "db1", Role: "primary", Start: 10 * s, End: 12 * s},
+		{N: 2, Kind: killManager, Target: "m2", Role: "follower", Start: 20 * s, End: 21 * s},
+		{N: 3, Kind: killAgent, Target: "db1", Role: "primary", Start: 30 * s, End: 31 * s},
+	}
+	var b strings.Builder
+	printLongStalls(&b, recs, []gap{{10 * s, 33 * s, 0}, {40 * s, 50 * s, 2}}, 50*s)
+	out := b.String()
+	for _, want := range []string{
+		"blamed on #1 kill -9 mariadbd db1 (primary) at 10.0 s\n      faults while it lasted: #2 kill -9 manager m2, #3 kill -9 agent db1\n",
+		"blamed on #3 kill -9 agent db1 (primary) at 30.0 s; writes never resumed\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -58,21 +59,50 @@ const (
 	maxStop         = 8 * time.Second
 )
 
-// planFaults returns n faults spread over span, the same for the same
-// seed. The first min(n, 10) of them, in random order, cover every
+// allKinds are the fault kinds in the order -kinds names them.
+var allKinds = []faultKind{killAgent, killMariadbd, killManager, stopAgent}
+
+// kindNames are the names -kinds takes.
+var kindNames = map[string]faultKind{"agent": killAgent, "mariadbd": killMariadbd, "manager": killManager, "stop": stopAgent}
+
+// parseKinds reads -kinds: comma-separated names of kindNames.
+func parseKinds(s string) ([]faultKind, error) {
+	var kinds []faultKind
+	for _, name := range strings.Split(s, ",") {
+		k, ok := kindNames[strings.TrimSpace(name)]
+		if !ok {
+			return nil, fmt.Errorf("-kinds: unknown fault kind %q (want agent, mariadbd, manager, stop)", name)
+		}
+		if !slices.Contains(kinds, k) {
+			kinds = append(kinds, k)
+		}
+	}
+	slices.Sort(kinds)
+	return kinds, nil
+}
+
+// planFaults returns n faults of the given kinds spread over span, the
+// same for the same seed. The first of them, in random order, cover every
 // target once: kill -9 of each agent, each mariadbd and each manager, and
-// one stop of a replica agent; the rest are random, each kind as likely,
-// then each target as likely.
-func planFaults(seed uint64, n int, span time.Duration, nodes, managers []string) []plannedFault {
+// one stop of a replica agent (of the kinds given); the rest are random,
+// each kind as likely, then each target as likely.
+func planFaults(seed uint64, n int, span time.Duration, kinds []faultKind, nodes, managers []string) []plannedFault {
 	rng := rand.New(rand.NewPCG(seed, 0x6368616f73)) // "chaos"
 	var cover []plannedFault
-	for _, id := range nodes {
-		cover = append(cover, plannedFault{Kind: killAgent, Target: id}, plannedFault{Kind: killMariadbd, Target: id})
+	for _, k := range kinds {
+		switch k {
+		case killAgent, killMariadbd:
+			for _, id := range nodes {
+				cover = append(cover, plannedFault{Kind: k, Target: id})
+			}
+		case killManager:
+			for _, id := range managers {
+				cover = append(cover, plannedFault{Kind: k, Target: id})
+			}
+		case stopAgent:
+			cover = append(cover, plannedFault{Kind: stopAgent})
+		}
 	}
-	for _, id := range managers {
-		cover = append(cover, plannedFault{Kind: killManager, Target: id})
-	}
-	cover = append(cover, plannedFault{Kind: stopAgent})
 	rng.Shuffle(len(cover), func(i, j int) { cover[i], cover[j] = cover[j], cover[i] })
 	faults := make([]plannedFault, 0, n)
 	for i := range n {
@@ -80,7 +110,7 @@ func planFaults(seed uint64, n int, span time.Duration, nodes, managers []string
 		if i < len(cover) {
 			f = cover[i]
 		} else {
-			f.Kind = faultKind(rng.IntN(4))
+			f.Kind = kinds[rng.IntN(len(kinds))]
 			switch f.Kind {
 			case killAgent, killMariadbd:
 				f.Target = nodes[rng.IntN(len(nodes))]
@@ -300,4 +330,17 @@ func (h *harness) watchExits(ctx context.Context, seed uint64) {
 			h.mu.Unlock()
 		}
 	}
+}
+
+// kindList is the -kinds value for kinds.
+func kindList(kinds []faultKind) string {
+	var names []string
+	for _, k := range kinds {
+		for name, kk := range kindNames {
+			if kk == k {
+				names = append(names, name)
+			}
+		}
+	}
+	return strings.Join(names, ",")
 }

@@ -44,6 +44,7 @@ type options struct {
 	writers  int
 	rate     int
 	converge time.Duration
+	kinds    []faultKind
 }
 
 // Exit codes.
@@ -68,7 +69,13 @@ func run() int {
 	flag.IntVar(&o.writers, "writers", 8, "writer connections")
 	flag.IntVar(&o.rate, "rate", 400, "at most this many writes per second, all writers together (0: as fast as they go)")
 	flag.DurationVar(&o.converge, "converge", 60*time.Second, "after the last fault, the cluster must converge within this long")
+	kinds := flag.String("kinds", "agent,mariadbd,manager,stop", "fault kinds, comma-separated: agent, mariadbd, manager (kill -9 and restart), stop (SIGSTOP of a replica's agent)")
 	flag.Parse()
+	var err error
+	if o.kinds, err = parseKinds(*kinds); err != nil {
+		fmt.Fprintf(os.Stderr, "chaos: %v\n", err)
+		return exitSetup
+	}
 	if flag.NArg() > 0 || o.faults < 1 || o.duration <= 0 || o.writers < 1 || o.rate < 0 || o.converge <= 0 {
 		fmt.Fprintln(os.Stderr, "chaos: want -faults ≥ 1, -duration > 0, -writers ≥ 1, -rate ≥ 0, -converge > 0 and no arguments")
 		flag.Usage()
@@ -169,7 +176,7 @@ func (h *harness) run(ctx context.Context) (code int) {
 	}
 	h.printf("chaos: seed %d, %d faults over %s, %d writers (at most %d writes/s), sandbox %s\n",
 		o.seed, o.faults, o.duration, o.writers, o.rate, h.c.dir)
-	h.printf("chaos: reproduce the schedule with: go run ./chaos -seed %d -faults %d -duration %s\n", o.seed, o.faults, o.duration)
+	h.printf("chaos: reproduce the schedule with: bin/chaos -seed %d -faults %d -duration %s -kinds %s\n", o.seed, o.faults, o.duration, kindList(o.kinds))
 	h.start = time.Now()
 	defer func() { code = h.cleanup(code) }()
 	h.printf("chaos: times are seconds since %s UTC (the logs' clock)\n", h.wall(0))
@@ -230,7 +237,7 @@ func (h *harness) run(ctx context.Context) (code int) {
 	defer func() { stopWatch(); <-xdone }()
 	go h.progress(xctx, acks)
 
-	plan := planFaults(o.seed, o.faults, o.duration, h.nodeIDs(), h.managerIDs())
+	plan := planFaults(o.seed, o.faults, o.duration, o.kinds, h.nodeIDs(), h.managerIDs())
 	faultsStart := time.Now()
 	var recs []faultRecord
 	for i, f := range plan {

@@ -361,27 +361,28 @@ func (h *harness) run(ctx context.Context) (code int) {
 	return exitFailed
 }
 
-// prepare removes a previous run's sandbox (stopping its processes) and
-// checks that nothing else holds the sandbox's ports.
+// prepare stops a previous run's processes, checks that nothing else
+// holds the sandbox's ports, and removes the previous run's directory.
 func (h *harness) prepare(ctx context.Context) error {
-	if _, err := os.Stat(h.c.dir); err == nil {
-		if anyAlive(h.c.dir) {
-			h.printf("chaos: processes of a previous run still run in %s; stopping them\n", h.c.dir)
-			dctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-			err := h.c.demo(dctx, "down")
-			cancel()
-			if err != nil {
-				return fmt.Errorf("stop the previous run: %w", err)
-			}
-		} else {
-			h.printf("chaos: removing the previous run's directory %s\n", h.c.dir)
-		}
-		if err := os.RemoveAll(h.c.dir); err != nil {
-			return fmt.Errorf("remove the previous run's directory: %w", err)
+	_, err := os.Stat(h.c.dir)
+	exists := err == nil
+	if exists && anyAlive(h.c.dir) {
+		h.printf("chaos: processes of a previous run still run in %s; stopping them\n", h.c.dir)
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		err := h.c.demo(dctx, "stop")
+		cancel()
+		if err != nil {
+			return fmt.Errorf("stop the previous run: %w", err)
 		}
 	}
 	if busy := portsInUse(); len(busy) > 0 {
 		return fmt.Errorf("ports %v are in use; the chaos test needs the demo's fixed ports: is `make demo` running? Stop it with `make demo-down`", busy)
+	}
+	if exists {
+		h.printf("chaos: removing the previous run's directory %s\n", h.c.dir)
+		if err := os.RemoveAll(h.c.dir); err != nil {
+			return fmt.Errorf("remove the previous run's directory: %w", err)
+		}
 	}
 	return nil
 }

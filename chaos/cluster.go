@@ -138,6 +138,28 @@ func (c *cluster) pid(p proc) (int, bool) {
 	return pid, pidAlive(pid)
 }
 
+// pidFileContent describes the pid file for a report: its pid and whether
+// /proc knows it.
+func (c *cluster) pidFileContent(p proc) string {
+	b, err := os.ReadFile(c.pidFile(p))
+	if err != nil {
+		return err.Error()
+	}
+	s := strings.TrimSpace(string(b))
+	pid, err := strconv.Atoi(s)
+	if err != nil {
+		return fmt.Sprintf("%q", s)
+	}
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return fmt.Sprintf("pid %d, gone", pid)
+	}
+	if f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:])); len(f) > 0 {
+		return fmt.Sprintf("pid %d, state %s", pid, f[0])
+	}
+	return fmt.Sprintf("pid %d", pid)
+}
+
 // pidAlive reports whether pid runs; a zombie (killed, not reaped yet)
 // does not.
 func pidAlive(pid int) bool {

@@ -290,10 +290,11 @@ func (h *harness) runFault(ctx context.Context, n int, f plannedFault) (rec faul
 
 // unplannedExit is a process that stopped running without a fault.
 type unplannedExit struct {
-	At   time.Duration
-	Proc proc
-	Tail string // its log's last lines
-	Err  string // the restart's error, if any
+	At      time.Duration
+	Proc    proc
+	PidFile string // what its pid file said
+	Tail    string // its log's last lines before the restart
+	Err     string // the restart's error, if any
 }
 
 // watchExits restarts, as a service manager would, any process that
@@ -313,10 +314,11 @@ func (h *harness) watchExits(ctx context.Context, seed uint64) {
 				lk.Unlock()
 				continue
 			}
-			ex := unplannedExit{At: h.since(), Proc: p}
-			ex.Tail, _ = tailFile(h.c.logFile(p), 8)
-			h.printf("%s  %s is not running and no fault stopped it; restarting it\n", stamp(ex.At), p)
+			ex := unplannedExit{At: h.since(), Proc: p, PidFile: h.c.pidFileContent(p)}
+			h.printf("%s %s is not running (pid file: %s) and no fault stopped it; restarting it\n", stamp(ex.At), p, ex.PidFile)
 			if sleepCtx(ctx, uniform(rng, minRestartDelay, maxRestartDelay)) == nil {
+				// After the delay: what a dying process wrote is in its log.
+				ex.Tail, _ = tailFile(h.c.logFile(p), 12)
 				rctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 				if err := h.c.start(rctx, p); err != nil {
 					ex.Err = err.Error()

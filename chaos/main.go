@@ -344,7 +344,10 @@ func (h *harness) run(ctx context.Context) (code int) {
 	if len(exits) > 0 {
 		h.printf("processes that exited without a fault (restarted by the harness): %d\n", len(exits))
 		for _, x := range exits {
-			h.printf("  %s %s\n%s\n", stamp(x.At), x.Proc, indent(x.Tail))
+			h.printf("  %s %s (pid file: %s); its log then:\n%s\n", stamp(x.At), x.Proc, x.PidFile, indent(x.Tail))
+			if x.Err != "" {
+				h.printf("    restart failed: %s\n", x.Err)
+			}
 		}
 	}
 	if converged {

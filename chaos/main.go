@@ -196,7 +196,12 @@ func (h *harness) run(ctx context.Context) (code int) {
 		h.c.logMu.Lock()
 		h.c.log = f
 		h.c.logMu.Unlock()
-		defer f.Close()
+		defer func() {
+			h.c.logMu.Lock()
+			h.c.log = nil
+			h.c.logMu.Unlock()
+			f.Close()
+		}()
 	}
 	h.printf("%s sandbox up (%s); logs in %s/<node>/\n", stamp(h.since()), strings.Join(h.nodeIDs(), ", "), h.c.dir)
 
@@ -225,7 +230,7 @@ func (h *harness) run(ctx context.Context) (code int) {
 	go func() { defer close(wdone); ws.run(wctx) }()
 	if err := waitFor(ctx, 30*time.Second, func() bool { n, _ := acks.count(); return n >= o.writers }); err != nil {
 		n, _ := acks.count()
-		h.printf("chaos: only %d writes acknowledged 30 s after the writers started; errors:\n%s\n", n, indent(strings.Join(topErrors(acks.errors, 10), "\n")))
+		h.printf("chaos: only %d writes acknowledged 30 s after the writers started; errors:\n%s\n", n, indent(strings.Join(acks.topErrors(10), "\n")))
 		return h.setupFailed(ctx)
 	}
 	h.printf("%s writers running; faults start\n", stamp(h.since()))
@@ -319,8 +324,8 @@ func (h *harness) run(ctx context.Context) (code int) {
 	acks.mu.Lock()
 	times := append([]time.Duration(nil), acks.times...)
 	nerr := acks.nerr
-	errs := topErrors(acks.errors, 8)
 	acks.mu.Unlock()
+	errs := acks.topErrors(8)
 	longest, long := fillStalls(recs, times, end)
 	h.printf("\n")
 	h.outMu.Lock()
@@ -415,9 +420,6 @@ func (h *harness) cleanup(code int) int {
 			code = exitFailed
 		}
 	}
-	h.c.logMu.Lock()
-	h.c.log = nil
-	h.c.logMu.Unlock()
 	if (code == exitOK || code == exitInterrupted) && !h.o.keep {
 		if err := os.RemoveAll(h.c.dir); err != nil {
 			h.printf("chaos: remove %s: %v\n", h.c.dir, err)

@@ -77,6 +77,13 @@ func (a *acks) count() (int, time.Duration) {
 	return len(a.times), a.times[len(a.times)-1]
 }
 
+// topErrors returns the n most frequent errors as lines.
+func (a *acks) topErrors(n int) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return topErrors(a.errors, n)
+}
+
 // sortedIDs returns the acknowledged ids of schema s, sorted.
 func (a *acks) sortedIDs(s int) []int64 {
 	a.mu.Lock()

@@ -8,7 +8,7 @@ STATICCHECK_VERSION := v0.8.2
 TEST_TIMEOUT ?= 25m
 PKGS        := ./...
 
-.PHONY: all build test test-unit lint fmt deps demo demo-down demo-status clean proto bench ansible-lint ansible-test
+.PHONY: all build test test-unit lint fmt deps demo demo-down demo-status chaos clean proto bench ansible-lint ansible-test
 
 all: build
 
@@ -51,6 +51,15 @@ demo-down:
 demo-status:
 	@scripts/demo.sh status
 
+# The chaos test (docs/chaos.md): a sandbox like the demo's in .chaos/ (on
+# the demo's ports, so not while a demo runs), 8 writers, 60 random faults
+# over 3 minutes, then every node must converge within 60 s. Flags go in
+# CHAOS_FLAGS, e.g. make chaos CHAOS_FLAGS="-faults 30 -duration 90s -seed 7".
+CHAOS_FLAGS ?=
+chaos: deps build
+	$(GO) build -o $(BIN)/chaos ./chaos
+	$(BIN)/chaos $(CHAOS_FLAGS)
+
 # Static checks of deploy/ansible (Debian packages ansible, ansible-lint).
 ansible-lint:
 	@QUIRE_DEPS_ANSIBLE=1 scripts/deps.sh
@@ -74,4 +83,5 @@ proto:
 	    --go-grpc_out=$$(dirname $$f) --go-grpc_opt=paths=source_relative $$f || exit 1; done
 
 clean: demo-down
+	@QUIRE_DEMO_DIR=$(CURDIR)/.chaos scripts/demo.sh down >/dev/null
 	rm -rf $(BIN) $(TOOLS)

@@ -2,10 +2,19 @@
 # Local Quire sandbox: three MariaDB instances on fixed loopback ports, data
 # in .demo/ under the repository. Idempotent: `up` starts what is not
 # running, `down` stops everything and removes .demo/, `status` reports.
+#
+# QUIRE_DEMO_DIR=/abs/path puts the sandbox there instead of .demo/ (the
+# chaos test uses its own directory); the ports stay the same, so only one
+# sandbox runs at a time. For harnesses: `stop` stops every process and keeps
+# the directory; `start mysqld|agent dbN` and `start manager mN` start one
+# process that is not running (as a service manager restarts a killed one).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
-demo="$top/.demo"
+demo="${QUIRE_DEMO_DIR:-$top/.demo}"
+case "$demo" in /*) ;; *) echo "demo: QUIRE_DEMO_DIR must be an absolute path, got '$demo'" >&2; exit 2 ;; esac
+shown=.demo   # how messages name the directory
+[ "$demo" = "$top/.demo" ] || shown=$demo
 nodes=(db1 db2 db3)
 mysql_port() { echo $((33060 + $1)); }   # db1 → 33061 …
 
@@ -16,7 +25,16 @@ find_bin() {
   echo "demo: $1 not found; run 'make deps' (as root) or install mariadb-server" >&2; exit 1
 }
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# alive PIDFILE: the process runs (a killed one that is not reaped yet, a
+# zombie, counts as gone).
+alive() {
+  local pid st
+  [ -f "$1" ] || return 1
+  pid=$(cat "$1")
+  kill -0 "$pid" 2>/dev/null || return 1
+  st=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || return 0
+  [ "${st%% *}" != Z ]
+}
 
 # http_ok PORT PATH: does 127.0.0.1:PORT answer PATH with 200? (no curl needed)
 http_ok() {
@@ -112,7 +130,7 @@ make_certs() {
   for n in m1 m2 m3 db1 db2 db3 operator; do
     "$bin/quire" certs issue --dir "$demo/certs" --name "$n" --hosts 127.0.0.1,localhost >/dev/null
   done
-  echo "demo: certificates in .demo/certs (mutual TLS everywhere)"
+  echo "demo: certificates in $shown/certs (mutual TLS everywhere)"
 }
 
 tls_yaml() {
@@ -165,7 +183,7 @@ start_agent() {
 init_cluster() {
   local deadline=$((SECONDS + 60))
   until quire status --timeout 2s >/dev/null 2>&1; do
-    if [ $SECONDS -ge $deadline ]; then echo "demo: managers did not elect a leader in 60 s; see .demo/m*/manager.log" >&2; exit 1; fi
+    if [ $SECONDS -ge $deadline ]; then echo "demo: managers did not elect a leader in 60 s; see $shown/m*/manager.log" >&2; exit 1; fi
     sleep 0.3
   done
   if quire status --json 2>/dev/null | grep -q '"primary": *"db'; then return; fi
@@ -178,7 +196,7 @@ init_cluster() {
   echo "demo: cluster initialized: db1 primary, sync set db2,db3, K=1"
   deadline=$((SECONDS + 60))
   until http_ok "$(ahttp_port 1)" /primary; do
-    if [ $SECONDS -ge $deadline ]; then echo "demo: db1 did not become a writable primary in 60 s; see .demo/db1/agent.log" >&2; exit 1; fi
+    if [ $SECONDS -ge $deadline ]; then echo "demo: db1 did not become a writable primary in 60 s; see $shown/db1/agent.log" >&2; exit 1; fi
     sleep 0.3
   done
 }
@@ -226,35 +244,60 @@ up() {
   cat <<TXT
 
 Quire demo: three MariaDB instances, three agents and three managers run on
-127.0.0.1 (data, logs and certificates in .demo/).
-  cluster description: .demo/cluster.json
-  write on the primary: mariadb -h127.0.0.1 -P33061 -uquire -p"\$(cat .demo/mysql.password)"
+127.0.0.1 (data, logs and certificates in $shown/).
+  cluster description: $shown/cluster.json
+  write on the primary: mariadb -h127.0.0.1 -P33061 -uquire -p"\$(cat $shown/mysql.password)"
   cluster status:       make demo-status     (quire status with the demo's certificates)
   stop and remove:      make demo-down
 TXT
 }
 
-down() {
-  [ -d "$demo" ] || { echo "demo: nothing to stop"; return; }
+# stop_pid PIDFILE TENTHS: SIGTERM (after SIGCONT, in case it was stopped),
+# wait up to TENTHS tenths of a second, then SIGKILL.
+stop_pid() {
+  local pid
+  alive "$1" || return 1
+  pid=$(cat "$1")
+  kill -CONT "$pid" 2>/dev/null || true
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 "$2"); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+}
+
+stop_all() {
   for pidf in "$demo"/db*/agent.pid "$demo"/m*/manager.pid; do
     [ -f "$pidf" ] || continue
-    if alive "$pidf"; then
-      pid=$(cat "$pidf"); kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
+    stop_pid "$pidf" 100 || true
   done
   for n in "${nodes[@]}"; do
-    pidf="$demo/$n/mysqld.pid"
-    if alive "$pidf"; then
-      pid=$(cat "$pidf"); kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-      echo "demo: $n stopped"
-    fi
+    if stop_pid "$demo/$n/mysqld.pid" 300; then echo "demo: $n stopped"; fi
   done
+}
+
+down() {
+  [ -d "$demo" ] || { echo "demo: nothing to stop"; return; }
+  stop_all
   rm -rf "$demo"
-  echo "demo: removed .demo/"
+  echo "demo: removed $shown/"
+}
+
+stop() {
+  [ -d "$demo" ] || { echo "demo: nothing to stop"; return; }
+  stop_all
+  echo "demo: stopped; data and logs kept in $shown/"
+}
+
+# start_one KIND NAME: start one process of a sandbox that `up` made.
+start_one() {
+  [ -f "$demo/cluster.json" ] || { echo "demo: no sandbox in $shown/ (run up first)" >&2; exit 1; }
+  local kind=${1:-} name=${2:-} i
+  case "$kind:$name" in
+    mysqld:db[123]) i=${name#db}; start_db "$i" ;;
+    agent:db[123])  i=${name#db}; start_agent "$i" ;;
+    manager:m[123]) i=${name#m}; start_manager "$i" ;;
+    *) echo "usage: $0 start mysqld|agent db1|db2|db3, or $0 start manager m1|m2|m3" >&2; exit 2 ;;
+  esac
 }
 
 status() {
@@ -278,6 +321,8 @@ status() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
+  stop) stop ;;
+  start) start_one "${2:-}" "${3:-}" ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|stop|start KIND NAME" >&2; exit 2 ;;
 esac

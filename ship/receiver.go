@@ -106,7 +106,7 @@ func (r *Receiver) setCommit(c uint64) {
 }
 
 // Run keeps a stream to the primary at conn open until ctx is done,
-// reconnecting with capped exponential backoff after failures and at once
+// reconnecting with capped exponential backoff (100 ms to 1 s) after failures and at once
 // after a fork truncation. It returns ctx's error, or ErrStalePrimary (the
 // caller must find the current primary).
 func (r *Receiver) Run(ctx context.Context, conn grpc.ClientConnInterface) error {
@@ -133,7 +133,9 @@ func (r *Receiver) Run(ctx context.Context, conn grpc.ClientConnInterface) error
 			return ctx.Err()
 		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, 5*time.Second)
+		// At most a second: a primary agent that restarts must get its
+		// replicas back at once, since with K of them its commits wait.
+		backoff = min(backoff*2, time.Second)
 	}
 }
 

@@ -1,4 +1,4 @@
-// Package rpcopts holds the gRPC keepalive settings every Quire server and
+// Package rpcopts holds the gRPC keepalive and reconnect settings every Quire server and
 // client uses, so that a peer that vanished without closing its connection
 // (a host lost, a partition, a process stopped with SIGSTOP) is noticed in
 // seconds instead of when the kernel gives up on the TCP connection.
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/keepalive"
 )
 
@@ -27,9 +28,15 @@ func Server() []grpc.ServerOption {
 	}
 }
 
-// Dial returns the keepalive options of a gRPC client.
+// Dial returns the keepalive and reconnect options of a gRPC client. A
+// peer that restarts (a primary agent after kill -9) is dialled again
+// within a second, not after gRPC's default backoff of up to two minutes.
 func Dial() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: Time, Timeout: Timeout, PermitWithoutStream: true}),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		}),
 	}
 }

@@ -281,11 +281,13 @@ func nodeStatuses(st consensus.State, pos map[string]Position, now time.Time) ([
 
 // nodeHealthy decides whether member id is healthy: its heartbeat is
 // recent, its database answers, it has taken the role the state assigns
-// it in the current epoch, and it reports no error.
+// it in the current epoch, it reports no error, and, for the primary, its
+// database takes writes.
 func nodeHealthy(st consensus.State, id string, r manager.Report, reachable bool) bool {
 	want := assignedRole(st, id)
 	return reachable && r.DatabaseHealthy && r.Error == "" &&
-		(want == manager.RoleNone || r.Role == want && r.Epoch == st.Epoch)
+		(want == manager.RoleNone || r.Role == want && r.Epoch == st.Epoch) &&
+		(want != manager.RolePrimary || !r.ReadOnly)
 }
 
 // sub is a-b, or 0 when b is larger.

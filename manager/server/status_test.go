@@ -258,6 +258,8 @@ func TestNodeHealthy(t *testing.T) {
 		want      bool
 	}{
 		{"primary as assigned", st, "a", ok(manager.RolePrimary, 4), true, true},
+		{"primary read-only", st, "a", manager.Report{Role: manager.RolePrimary, Epoch: 4, DatabaseHealthy: true, ReadOnly: true}, true, false},
+		{"replica read-only", st, "b", manager.Report{Role: manager.RoleReplica, Epoch: 4, DatabaseHealthy: true, ReadOnly: true}, true, true},
 		{"replica as assigned", st, "b", ok(manager.RoleReplica, 4), true, true},
 		{"unreachable", st, "b", ok(manager.RoleReplica, 4), false, false},
 		{"database down", st, "b", manager.Report{Role: manager.RoleReplica, Epoch: 4}, true, false},

@@ -154,12 +154,23 @@ func New(cfg *config.Agent, logger *slog.Logger) (*Agent, error) {
 			a.Close()
 			return nil, fmt.Errorf("agent: %w", err)
 		}
+		certs.RequirePeer(ct, certs.WantRole(certs.RoleAgent)) // this agent dials only primary agents
 		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(st)))
 		a.dialer = append(a.dialer, grpc.WithTransportCredentials(credentials.NewTLS(ct)))
 	}
+	guard, err := a.newGuard() // authorization and bounds: guard.go
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	serverOpts = append(serverOpts, guard.options()...)
 	a.gsrv = grpc.NewServer(serverOpts...)
 	a.ship.Register(a.gsrv)
 	agentpb.RegisterAgentControlServer(a.gsrv, &control{a: a})
+	if err := guard.verify(a.gsrv); err != nil {
+		a.Close()
+		return nil, err
+	}
 
 	if a.glis, err = net.Listen("tcp", cfg.Listen); err != nil {
 		a.Close()

@@ -106,6 +106,7 @@ func (a *Agent) runManaged(ctx context.Context) {
 			a.log.Error("managers: TLS", "err", err)
 			return
 		}
+		certs.RequirePeer(tc, certs.WantRole(certs.RoleManager)) // only managers give orders
 		ccfg.TLS = tc
 	}
 	cli, err := manager.NewClient(ccfg)

@@ -38,6 +38,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/quire-ha/quire/authz"
 	"github.com/quire-ha/quire/buildinfo"
 	"github.com/quire-ha/quire/certs"
 	"github.com/quire-ha/quire/config"
@@ -107,14 +108,19 @@ func serve(ctx context.Context, cfg *config.Manager, bootstrap bool, logger *slo
 		if clientTLS, err = certs.ClientConfig(files, ""); err != nil {
 			return err
 		}
+		// A manager dials only managers (Raft, forwarding), and Raft's
+		// listener, which uses this configuration too, serves only them.
+		certs.RequirePeer(clientTLS, certs.WantRole(certs.RoleManager))
 	} else {
-		logger.Warn("TLS is off (tls.insecure_plaintext): for tests on loopback only")
+		logger.Error("TLS is OFF (tls.insecure_plaintext: true): callers are not authenticated and every call is allowed; loopback tests only")
 	}
 
 	var self config.Peer
 	peers := make([]server.Peer, 0, len(cfg.Peers))
 	raftPeers := make([]consensus.Peer, 0, len(cfg.Peers))
+	peerIDs := make([]string, 0, len(cfg.Peers))
 	for _, p := range cfg.Peers {
+		peerIDs = append(peerIDs, p.ID)
 		if p.ID == cfg.NodeID {
 			self = p
 		}
@@ -128,6 +134,7 @@ func serve(ctx context.Context, cfg *config.Manager, bootstrap bool, logger *slo
 		BindAddr:      cfg.RaftListen,
 		AdvertiseAddr: self.RaftAddr,
 		TLS:           clientTLS,
+		PeerIDs:       peerIDs,
 		Logger:        logger,
 	})
 	if err != nil {
@@ -155,6 +162,12 @@ func serve(ctx context.Context, cfg *config.Manager, bootstrap bool, logger *slo
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "quire_manager_build_info", Help: "Always 1; the version label names the build."}, []string{"version"})
 	buildInfo.WithLabelValues(buildinfo.String()).Set(1)
 	reg.MustRegister(buildInfo)
+	plaintext := prometheus.NewGauge(prometheus.GaugeOpts{Name: "quire_tls_plaintext",
+		Help: "1 when this process runs without TLS (tls.insecure_plaintext: allowed on loopback only); then nobody is authenticated."})
+	if cfg.TLS.InsecurePlaintext {
+		plaintext.Set(1)
+	}
+	reg.MustRegister(plaintext)
 
 	srv, err := server.New(server.Config{
 		Node: node, Peers: peers, TLS: clientTLS, Insecure: cfg.TLS.InsecurePlaintext, Logger: logger, Registerer: reg,
@@ -165,12 +178,22 @@ func serve(ctx context.Context, cfg *config.Manager, bootstrap bool, logger *slo
 	}
 	defer srv.Close()
 
+	// Every method has a rule (package authz); calls a follower forwards
+	// are judged by the caller the follower vouches for.
+	az, err := authz.New(authz.Config{Plaintext: cfg.TLS.InsecurePlaintext, Forwarders: peerIDs, Logger: logger, Registerer: reg})
+	if err != nil {
+		return err
+	}
 	opts := []grpc.ServerOption{grpc.UnaryInterceptor(srv.UnaryInterceptor())}
+	opts = append(opts, az.ServerOptions()...)
 	if serverTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(serverTLS)))
 	}
 	g := grpc.NewServer(opts...)
 	srv.Register(g)
+	if err := az.Verify(g); err != nil {
+		return err
+	}
 	gln, err := net.Listen("tcp", cfg.GRPCListen)
 	if err != nil {
 		return fmt.Errorf("listen grpc_listen %s: %w", cfg.GRPCListen, err)

@@ -141,12 +141,12 @@ func TestThreeManagers(t *testing.T) {
 	var peers []peerAddrs
 	for i := range 3 {
 		id := fmt.Sprintf("m%d", i+1)
-		if err := certs.Issue(caDir, caDir, id, []string{"127.0.0.1"}); err != nil {
+		if err := certs.Issue(caDir, caDir, id, certs.RoleManager, []string{"127.0.0.1"}); err != nil {
 			t.Fatal(err)
 		}
 		peers = append(peers, peerAddrs{id, freeAddr(t), freeAddr(t), freeAddr(t)})
 	}
-	if err := certs.Issue(caDir, caDir, "operator", []string{"127.0.0.1"}); err != nil {
+	if err := certs.Issue(caDir, caDir, "operator", certs.RoleOperator, nil); err != nil {
 		t.Fatal(err)
 	}
 	var paths []string

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/quire-ha/quire/authz"
 	"github.com/quire-ha/quire/certs"
 	"github.com/quire-ha/quire/consensus"
 	"github.com/quire-ha/quire/manager"
@@ -78,7 +79,7 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 	for i := range n {
 		id := fmt.Sprintf("m%d", i+1)
 		if !opts.Insecure {
-			if err := certs.Issue(c.CADir(), c.CADir(), id, []string{"127.0.0.1", "localhost"}); err != nil {
+			if err := certs.Issue(c.CADir(), c.CADir(), id, certs.RoleManager, []string{"127.0.0.1", "localhost"}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -98,6 +99,7 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 			LeaderLeaseTimeout: 250 * time.Millisecond,
 			CommitTimeout:      10 * time.Millisecond,
 			TransportTimeout:   2 * time.Second,
+			PeerIDs:            ids(n),
 		}
 		node, err := consensus.Open(cfg)
 		if err != nil {
@@ -165,12 +167,43 @@ func (w *testWriter) stop() {
 // issued for it (name.crt, name.key).
 func (c *Cluster) CADir() string { return filepath.Join(c.dir, "ca") }
 
-// Files returns the certificate files of name, issuing them on first use.
+// ids are the managers' IDs m1..mn.
+func ids(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("m%d", i+1)
+	}
+	return out
+}
+
+// RoleFor is the role Files gives name: manager for the managers' IDs,
+// operator for names starting with "operator", agent otherwise.
+func (c *Cluster) RoleFor(name string) certs.Role {
+	for _, p := range c.peers {
+		if p.ID == name {
+			return certs.RoleManager
+		}
+	}
+	if strings.HasPrefix(name, "operator") {
+		return certs.RoleOperator
+	}
+	return certs.RoleAgent
+}
+
+// Files returns the certificate files of name in the role RoleFor gives
+// it, issuing them on first use.
 func (c *Cluster) Files(name string) certs.Files {
+	c.t.Helper()
+	return c.FilesAs(name, c.RoleFor(name))
+}
+
+// FilesAs returns the certificate files of name, issuing them for role on
+// first use (a name keeps the role it was first issued with).
+func (c *Cluster) FilesAs(name string, role certs.Role) certs.Files {
 	c.t.Helper()
 	dir := c.CADir()
 	if _, err := os.Stat(certs.CertFile(dir, name)); err != nil {
-		if err := certs.Issue(dir, dir, name, []string{"127.0.0.1", "localhost"}); err != nil {
+		if err := certs.Issue(dir, dir, name, role, []string{"127.0.0.1", "localhost"}); err != nil {
 			c.t.Fatal(err)
 		}
 	}
@@ -178,7 +211,8 @@ func (c *Cluster) Files(name string) certs.Files {
 }
 
 // ClientTLS returns the client TLS configuration of name (nil when the
-// cluster is insecure).
+// cluster is insecure): it presents name's certificate (Files) and accepts
+// only managers as servers.
 func (c *Cluster) ClientTLS(name string) *tls.Config {
 	c.t.Helper()
 	if c.opts.Insecure {
@@ -188,6 +222,7 @@ func (c *Cluster) ClientTLS(name string) *tls.Config {
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	certs.RequirePeer(cfg, certs.WantRole(certs.RoleManager))
 	return cfg
 }
 
@@ -210,8 +245,16 @@ func (c *Cluster) serve(i int, node *consensus.Node, ln net.Listener) *Manager {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	opts = append(opts, grpc.UnaryInterceptor(srv.UnaryInterceptor()))
+	az, err := authz.New(authz.Config{Plaintext: c.opts.Insecure, Forwarders: ids(len(c.peers)), Logger: Logger(c.t).With("manager", id)})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	opts = append(opts, az.ServerOptions()...)
 	g := grpc.NewServer(opts...)
 	srv.Register(g)
+	if err := az.Verify(g); err != nil {
+		c.t.Fatal(err)
+	}
 	m := &Manager{ID: id, RaftAddr: node.Addr(), GRPCAddr: ln.Addr().String(), Node: node, Server: srv, grpc: g, served: make(chan struct{})}
 	go func() {
 		defer close(m.served)

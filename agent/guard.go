@@ -35,9 +35,13 @@ type guard struct {
 	az *authz.Authorizer
 }
 
-// newGuard makes the agent's guard. With TLS off it says so loudly and in
-// quire_tls_plaintext.
+// newGuard makes the agent's guard. TLS may be off only with every
+// address on loopback (config.Agent.CheckPlaintext); then it says so
+// loudly and in quire_tls_plaintext.
 func (a *Agent) newGuard() (*guard, error) {
+	if err := a.cfg.CheckPlaintext(); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 	plain := a.cfg.TLS.InsecurePlaintext
 	g := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "quire_tls_plaintext",

@@ -27,6 +27,15 @@ const (
 	DefaultAntiFlapWindow  = time.Hour
 )
 
+// Upper bounds of the settings and counts commands may set (the manager's
+// configuration file has the same ranges).
+const (
+	MaxFailoverTimeout = 10 * time.Minute
+	MaxAntiFlapWindow  = 7 * 24 * time.Hour
+	// MaxMembers bounds the database hosts of one cluster.
+	MaxMembers = 64
+)
+
 // Member is one database host of the cluster: its MariaDB server, its agent
 // and, if the host runs one, its manager.
 type Member struct {

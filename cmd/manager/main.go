@@ -87,6 +87,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, up listen
 		return nil
 	}
 	cfg, err := config.LoadManager(*path)
+	if err == nil {
+		err = cfg.CheckPlaintext() // TLS off only on loopback
+	}
 	if err != nil {
 		return fmt.Errorf("configuration %s:\n%v\n%w", *path, err, errUsage)
 	}

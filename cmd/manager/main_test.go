@@ -277,3 +277,24 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// Plaintext is refused at start-up unless every address is on loopback;
+// the error names the key.
+func TestPlaintextOffLoopbackRefused(t *testing.T) {
+	dir := t.TempDir()
+	base := "node_id: m1\ndata_dir: " + filepath.Join(dir, "data") + "\ntls: {insecure_plaintext: true}\n" +
+		"raft_listen: 127.0.0.1:0\nhttp_listen: 127.0.0.1:0\n" +
+		"peers: [{id: m1, raft_addr: \"127.0.0.1:17300\", grpc_addr: \"127.0.0.1:17301\"}]\n"
+	path := filepath.Join(dir, "m.yaml")
+	if err := os.WriteFile(path, []byte(base+"grpc_listen: 0.0.0.0:0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := run(context.Background(), []string{"--config", path}, io.Discard, io.Discard, nil)
+	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "grpc_listen: \"0.0.0.0:0\" is not a loopback address") {
+		t.Fatalf("plaintext on 0.0.0.0: %v", err)
+	}
+	// --check says the same.
+	if err := run(context.Background(), []string{"--config", path, "--check"}, io.Discard, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "grpc_listen") {
+		t.Fatalf("--check: %v", err)
+	}
+}

@@ -110,7 +110,8 @@ func Start(tb testing.TB, o Options) *Proc {
 	dir := tb.TempDir()
 	p := &Proc{Opts: o, Dir: dir, GRPCAddr: freeAddr(tb), HTTPAddr: freeAddr(tb), tb: tb, logs: &bytes.Buffer{}}
 	pwFile := filepath.Join(dir, "mysql.password")
-	if err := os.WriteFile(pwFile, []byte(o.DB.Password+"\n"), 0o600); err != nil {
+	// The agent logs in with exactly its privileges (accounts.Agent).
+	if err := os.WriteFile(pwFile, []byte(o.DB.AgentPassword+"\n"), 0o600); err != nil {
 		tb.Fatal(err)
 	}
 	if o.Role == "" {
@@ -141,7 +142,7 @@ replication:
 static:
   role: %s
   epoch: %d
-`, o.Node, p.GRPCAddr, p.HTTPAddr, filepath.Join(dir, "data"), o.DB.Port, o.DB.User, pwFile,
+`, o.Node, p.GRPCAddr, p.HTTPAddr, filepath.Join(dir, "data"), o.DB.Port, o.DB.AgentUser, pwFile,
 		o.K, strings.Join(o.SyncSet, ", "), o.Policy, o.Role, o.Epoch)
 	if o.PrimaryAgent != "" {
 		cfg += "  primary_agent: " + o.PrimaryAgent + "\n"

@@ -159,3 +159,16 @@ func joinRoles(roles []Role) string {
 	}
 	return strings.Join(s, " or ")
 }
+
+// Holds reports whether dir already holds a certificate and key for name
+// whose identity is role/name: what `quire certs issue --if-missing` keeps.
+// A certificate issued before roles existed, or for another role, is not
+// held (it must be issued again).
+func Holds(dir, name string, role Role) bool {
+	crt, err := tls.LoadX509KeyPair(CertFile(dir, name), KeyFile(dir, name))
+	if err != nil || crt.Leaf == nil {
+		return false
+	}
+	id, err := IdentityOf(crt.Leaf)
+	return err == nil && id.Role == role && id.Name == name
+}

@@ -25,7 +25,7 @@ const usage = `quire — operate a Quire cluster
 Usage:
   quire version
   quire certs init  --dir DIR [--cn NAME]             create a CA for mutual TLS
-  quire certs issue --dir DIR --role ROLE --name NAME [--hosts H,…]
+  quire certs issue --dir DIR --role ROLE --name NAME [--hosts H,…] [--if-missing]
                                                       issue a certificate for a role: operator (the
                                                       CLI; no hosts), manager or agent (--hosts: the
                                                       names and IPs it is reached at)
@@ -146,6 +146,7 @@ func runCerts(args []string, stdout, stderr io.Writer) error {
 		name := fs.String("name", "", "node or operator name: a manager's or agent's must equal its node_id (becomes the CN and the name in the quire:// URI SAN)")
 		roleName := fs.String("role", "", "what the holder may do: operator, manager or agent")
 		hosts := fs.String("hosts", "", "comma-separated host names and IP addresses the node is reached at (managers and agents)")
+		ifMissing := fs.Bool("if-missing", false, "keep an existing NAME.crt that already carries this role and name (a certificate issued before roles existed is issued again)")
 		if err := parse(fs, args[1:]); err != nil {
 			return err
 		}
@@ -164,6 +165,10 @@ func runCerts(args []string, stdout, stderr io.Writer) error {
 			if h = strings.TrimSpace(h); h != "" {
 				hs = append(hs, h)
 			}
+		}
+		if *ifMissing && certs.Holds(*out, *name, role) {
+			fmt.Fprintf(stdout, "kept the %s certificate of %s in %s\n", role, *name, certs.CertFile(*out, *name))
+			return nil
 		}
 		if err := certs.Issue(*dir, *out, *name, role, hs); err != nil {
 			return err

@@ -387,7 +387,7 @@ func (a *Agent) serveStatus(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	enc.Encode(a.Status())
+	enc.Encode(redactStatus(a.Status())) // no raw database errors without authentication (redact.go)
 }
 
 // servePrimary answers 200 only on a writable primary (HAProxy checks).
@@ -423,7 +423,7 @@ func (a *Agent) serveReplica(w http.ResponseWriter, r *http.Request) {
 		}
 		maxLag = n
 	}
-	if err := replicaHealthy(a.Status(), maxLag); err != nil {
+	if err := replicaHealthy(redactStatus(a.Status()), maxLag); err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}

@@ -250,6 +250,9 @@ func load(f Files) (*x509.CertPool, tls.Certificate, error) {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, tls.Certificate{}, fmt.Errorf("certs: %s holds no PEM certificate", f.CA)
 	}
+	if fi, err := os.Stat(f.Key); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		return nil, tls.Certificate{}, fmt.Errorf("certs: %s has mode %04o, so group or other may read the private key; run chmod 600 %s", f.Key, fi.Mode().Perm(), f.Key)
+	}
 	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
 	if err != nil {
 		return nil, tls.Certificate{}, fmt.Errorf("certs: load key pair %s / %s: %w", f.Cert, f.Key, err)

@@ -142,6 +142,14 @@ func TestFilesAndErrors(t *testing.T) {
 			t.Errorf("%s has mode %v, want 0600", p, st.Mode().Perm())
 		}
 	}
+	// A key that group or other may read is refused, naming the fix.
+	if err := os.Chmod(f.Key, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ServerConfig(f); err == nil || !strings.Contains(err.Error(), "run chmod 600") {
+		t.Errorf("key with mode 0640: %v", err)
+	}
+	os.Chmod(f.Key, 0o600)
 	if _, err := ServerConfig(Files{CA: f.CA, Cert: f.Cert}); err == nil {
 		t.Error("ServerConfig without a key file succeeded")
 	}

@@ -92,6 +92,8 @@ type Agent struct {
 
 	serving atomic.Bool // primary: extracting and serving the log
 
+	revoked *certs.RevocationList // refused in every handshake and call (revoke.go)
+
 	asg          manager.Assignment // the managers' last answer (mu)
 	hasAsg       bool
 	wantDegraded atomic.Uint64 // seqno the gate wants the degraded marker at, 0 if none
@@ -140,6 +142,10 @@ func New(cfg *config.Agent, logger *slog.Logger) (*Agent, error) {
 		grpc.InitialWindowSize(streamWindow), grpc.InitialConnWindowSize(connWindow)}
 	a.dialer = []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg)),
 		grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow)}
+	if err := a.loadRevocations(); err != nil {
+		a.Close()
+		return nil, err
+	}
 	if cfg.TLS.InsecurePlaintext {
 		a.dialer = append(a.dialer, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	} else {
@@ -155,6 +161,8 @@ func New(cfg *config.Agent, logger *slog.Logger) (*Agent, error) {
 			return nil, fmt.Errorf("agent: %w", err)
 		}
 		certs.RequirePeer(ct, certs.WantRole(certs.RoleAgent)) // this agent dials only primary agents
+		certs.CheckRevoked(st, a.revoked)
+		certs.CheckRevoked(ct, a.revoked)
 		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(st)))
 		a.dialer = append(a.dialer, grpc.WithTransportCredentials(credentials.NewTLS(ct)))
 	}
@@ -214,6 +222,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		mctx, mcancel := context.WithCancel(ctx)
 		defer mcancel()
 		go a.runManaged(mctx)
+		go a.followRevocations(mctx)
 	}
 	if st := a.cfg.Static; st.Role != RoleNone {
 		if err := a.SetRole(Role{Kind: st.Role, Epoch: uint64(st.Epoch), PrimaryAgent: st.PrimaryAgent}); err != nil {

@@ -54,7 +54,7 @@ func (a *Agent) newGuard() (*guard, error) {
 	if err := a.reg.Register(g); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	az, err := authz.New(authz.Config{Plaintext: plain, Logger: a.log, Registerer: a.reg})
+	az, err := authz.New(authz.Config{Plaintext: plain, Logger: a.log, Registerer: a.reg, Revoked: a.revoked})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
@@ -205,6 +205,7 @@ func (a *Agent) confirmEpoch(ctx context.Context) (uint64, error) {
 			return 0, err
 		}
 		certs.RequirePeer(tc, certs.WantRole(certs.RoleManager))
+		certs.CheckRevoked(tc, a.revoked)
 		ccfg.TLS = tc
 	}
 	cli, err := manager.NewClient(ccfg)

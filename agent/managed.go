@@ -107,6 +107,7 @@ func (a *Agent) runManaged(ctx context.Context) {
 			return
 		}
 		certs.RequirePeer(tc, certs.WantRole(certs.RoleManager)) // only managers give orders
+		certs.CheckRevoked(tc, a.revoked)
 		ccfg.TLS = tc
 	}
 	cli, err := manager.NewClient(ccfg)

@@ -52,6 +52,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer, if set, receives quire_authz_refused_total.
 	Registerer prometheus.Registerer
+	// Revoked, if set, refuses every call of a certificate it revokes, also
+	// on connections opened before the revocation (the TLS handshake checks
+	// new ones: certs.CheckRevoked).
+	Revoked interface{ Revoked(serial string) bool }
 }
 
 // Authorizer applies a Policy to the calls of a gRPC server.
@@ -84,7 +88,7 @@ func New(cfg Config) (*Authorizer, error) {
 	}
 	a.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "quire_authz_refused_total",
-		Help: "gRPC calls refused by authorization, by method and reason (role, node, stream, identity, forward, no_rule).",
+		Help: "gRPC calls refused by authorization, by method and reason (role, node, stream, identity, revoked, forward, no_rule).",
 	}, []string{"method", "reason"})
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(a.refused); err != nil {
@@ -163,6 +167,9 @@ func (a *Authorizer) identify(ctx context.Context) (Caller, *refusal) {
 	id, err := certs.PeerIdentity(ti.State)
 	if err != nil {
 		return Caller{}, refuse(codes.PermissionDenied, "identity", err)
+	}
+	if rv := a.cfg.Revoked; rv != nil && rv.Revoked(certs.SerialString(id.Serial)) {
+		return Caller{}, refuse(codes.PermissionDenied, "revoked", fmt.Errorf("authz: the certificate of %s is revoked; issue a new one with `quire certs issue`", describe(id)))
 	}
 	if len(forwardedFor) == 0 && len(forwardedBy) == 0 {
 		return Caller{Identity: id}, nil

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -416,4 +417,27 @@ func sum(t *testing.T, g prometheus.Gatherer, name string) float64 {
 		}
 	}
 	return total
+}
+
+// TestRevokedRefused: a revoked certificate's calls are refused, also on a
+// connection it opened before the revocation.
+func TestRevokedRefused(t *testing.T) {
+	p := newPKI(t)
+	srvFiles := p.issue("srv", certs.RoleAgent)
+	list := certs.NewRevocationList()
+	s := serve(t, &srvFiles, Config{Revoked: list})
+	op := p.issue("alice", certs.RoleOperator)
+	conn := dial(t, s.addr, &op)
+	ctx := ctxT(t)
+	if code, msg := call(ctx, conn, agentpb.AgentControl_Status_FullMethodName, ""); !through(code) {
+		t.Fatalf("before revocation: %s %s", code, msg)
+	}
+	crt, err := tls.LoadX509KeyPair(op.Cert, op.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list.Set([]string{certs.SerialString(crt.Leaf.SerialNumber)})
+	if code, msg := call(ctx, conn, agentpb.AgentControl_Status_FullMethodName, ""); code != codes.PermissionDenied || !strings.Contains(msg, "revoked") {
+		t.Fatalf("after revocation, same connection: %s %s", code, msg)
+	}
 }

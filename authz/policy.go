@@ -104,6 +104,8 @@ var Cluster = Policy{
 	managerpb.ManagerService_SetSettings_FullMethodName:         {Roles: []certs.Role{operator}},
 	managerpb.ManagerService_InitCluster_FullMethodName:         {Roles: []certs.Role{operator}},
 	managerpb.ManagerService_AcknowledgeFailover_FullMethodName: {Roles: []certs.Role{operator}},
+	managerpb.ManagerService_RevokeCertificate_FullMethodName:   {Roles: []certs.Role{operator}},
+	managerpb.ManagerService_ListRevoked_FullMethodName:         {Roles: []certs.Role{agent, operator}},
 }
 
 // Check decides whether the holder of id may call method: nil, or an error

@@ -56,6 +56,8 @@ var want = map[string]string{
 	"/quire.manager.v1.ManagerService/SetSettings":         "o",
 	"/quire.manager.v1.ManagerService/InitCluster":         "o",
 	"/quire.manager.v1.ManagerService/AcknowledgeFailover": "o",
+	"/quire.manager.v1.ManagerService/RevokeCertificate":   "o",
+	"/quire.manager.v1.ManagerService/ListRevoked":         "oa",
 }
 
 func letter(r certs.Role) string { return string(r)[:1] }

@@ -32,6 +32,7 @@ const (
 	TypeRecordFailover      CommandType = "record_failover"
 	TypeAcknowledgeFailover CommandType = "acknowledge_failover"
 	TypeSetSettings         CommandType = "set_settings"
+	TypeRevokeCertificate   CommandType = "revoke_certificate"
 )
 
 // A Command is one change to the [State]. The implementations are the
@@ -129,6 +130,7 @@ var decoders = map[CommandType]func(json.RawMessage) (Command, error){
 	TypeRecordFailover:      decodeAs[RecordFailover],
 	TypeAcknowledgeFailover: decodeAs[AcknowledgeFailover],
 	TypeSetSettings:         decodeAs[SetSettings],
+	TypeRevokeCertificate:   decodeAs[RevokeCertificate],
 }
 
 // Decode parses the wire form of a command. Unknown versions, types and

@@ -298,6 +298,7 @@ func allCommands() []Command {
 		RecordFailover{At: t0, Epoch: 1, From: "a", To: "b", Reason: "r"},
 		AcknowledgeFailover{By: "ops", At: t0},
 		SetSettings{FailoverTimeout: dur(time.Second), AntiFlapWindow: dur(time.Minute)},
+		RevokeCertificate{RevokedCert{Serial: "abc", Name: "db2", Reason: "r", By: "operator/ops", At: t0}},
 	}
 }
 

@@ -120,6 +120,9 @@ type State struct {
 	// LastFailover is the last automatic failover, or nil.
 	LastFailover *Failover `json:"last_failover"`
 	Settings     Settings  `json:"settings"`
+	// Revoked lists the certificates no process accepts any more, by
+	// serial (RevokeCertificate).
+	Revoked []RevokedCert `json:"revoked,omitempty"`
 }
 
 // NewState returns the state of a new cluster: no members, K 0, policy
@@ -140,6 +143,7 @@ func (s State) Clone() State {
 	c.Members = slices.Clone(s.Members)
 	c.SyncSet = slices.Clone(s.SyncSet)
 	c.EpochHistory = slices.Clone(s.EpochHistory)
+	c.Revoked = slices.Clone(s.Revoked)
 	if s.Degraded != nil {
 		d := *s.Degraded
 		c.Degraded = &d

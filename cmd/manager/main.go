@@ -103,6 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, up listen
 
 func serve(ctx context.Context, cfg *config.Manager, bootstrap bool, logger *slog.Logger, up listening) (err error) {
 	var serverTLS, clientTLS *tls.Config
+	revoked := certs.NewRevocationList() // follows the list in Raft once the node is open
 	if !cfg.TLS.InsecurePlaintext {
 		files := certs.Files{CA: cfg.TLS.CAFile, Cert: cfg.TLS.CertFile, Key: cfg.TLS.KeyFile}
 		if serverTLS, err = certs.ServerConfig(files); err != nil {
@@ -114,6 +115,9 @@ func serve(ctx context.Context, cfg *config.Manager, bootstrap bool, logger *slo
 		// A manager dials only managers (Raft, forwarding), and Raft's
 		// listener, which uses this configuration too, serves only them.
 		certs.RequirePeer(clientTLS, certs.WantRole(certs.RoleManager))
+		// Revoked certificates are refused in every handshake, Raft's too.
+		certs.CheckRevoked(serverTLS, revoked)
+		certs.CheckRevoked(clientTLS, revoked)
 	} else {
 		logger.Error("TLS is OFF (tls.insecure_plaintext: true): callers are not authenticated and every call is allowed; loopback tests only")
 	}
@@ -148,6 +152,9 @@ func serve(ctx context.Context, cfg *config.Manager, bootstrap bool, logger *slo
 			err = cerr
 		}
 	}()
+	rctx, stopRevocations := context.WithCancel(ctx)
+	defer stopRevocations()
+	go server.FollowRevocations(rctx, node, revoked, logger)
 	if bootstrap {
 		switch err := node.Bootstrap(raftPeers); {
 		case errors.Is(err, consensus.ErrBootstrapConflict):
@@ -183,7 +190,7 @@ func serve(ctx context.Context, cfg *config.Manager, bootstrap bool, logger *slo
 
 	// Every method has a rule (package authz); calls a follower forwards
 	// are judged by the caller the follower vouches for.
-	az, err := authz.New(authz.Config{Plaintext: cfg.TLS.InsecurePlaintext, Forwarders: peerIDs, Logger: logger, Registerer: reg})
+	az, err := authz.New(authz.Config{Plaintext: cfg.TLS.InsecurePlaintext, Forwarders: peerIDs, Logger: logger, Registerer: reg, Revoked: revoked})
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,10 @@ Usage:
                                                       issue a certificate for a role: operator (the
                                                       CLI; no hosts), manager or agent (--hosts: the
                                                       names and IPs it is reached at)
+  quire certs revoke (--serial HEX | --cert FILE) [--name N] [--reason R]
+                                                      the managers revoke a certificate: every
+                                                      manager and agent refuses it from then on
+  quire certs revoked                                 the revocation list
   quire log dump    --dir DIR [--from N] [--to N] [--json]
                                                       print transaction-log records
   quire channels    --agent H:P [--json]              a replica agent's applier channels (its /status)
@@ -121,7 +125,7 @@ func parse(fs *flag.FlagSet, args []string) error {
 
 func runCerts(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("certs: say init or issue: %w", errUsage)
+		return fmt.Errorf("certs: say init, issue, revoke or revoked: %w", errUsage)
 	}
 	switch args[0] {
 	case "init":
@@ -175,6 +179,10 @@ func runCerts(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "%s certificate for %s written to %s and %s\n", role, *name, certs.CertFile(*out, *name), certs.KeyFile(*out, *name))
 		return nil
+	case "revoke":
+		return runCertsRevoke(args[1:], stdout, stderr)
+	case "revoked":
+		return runCertsRevoked(args[1:], stdout, stderr)
 	}
 	return fmt.Errorf("certs: unknown subcommand %q: %w", args[0], errUsage)
 }

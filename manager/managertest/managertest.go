@@ -40,6 +40,8 @@ type Options struct {
 // Cluster is a set of in-process managers. Managers[i] is nil while
 // manager i is stopped.
 type Cluster struct {
+	// Revoked is every manager's revocation list (they follow Raft's).
+	Revoked  *certs.RevocationList
 	t        testing.TB
 	dir      string
 	opts     Options
@@ -57,6 +59,8 @@ type Manager struct {
 	Server   *server.Server
 	grpc     *grpc.Server
 	served   chan struct{}
+
+	stopRevocations context.CancelFunc
 }
 
 // Start starts n managers (ids m1..mn), bootstraps them and waits for a
@@ -66,7 +70,8 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 	if opts.CommitRecordInterval == 0 {
 		opts.CommitRecordInterval = 100 * time.Millisecond
 	}
-	c := &Cluster{t: t, dir: t.TempDir(), opts: opts, Managers: make([]*Manager, n), raftCfgs: make([]consensus.Config, n)}
+	c := &Cluster{t: t, dir: t.TempDir(), opts: opts, Managers: make([]*Manager, n), raftCfgs: make([]consensus.Config, n),
+		Revoked: certs.NewRevocationList()}
 	t.Cleanup(c.StopAll)
 	if !opts.Insecure {
 		if err := certs.InitCA(c.CADir(), "managertest CA"); err != nil {
@@ -223,6 +228,7 @@ func (c *Cluster) ClientTLS(name string) *tls.Config {
 		c.t.Fatal(err)
 	}
 	certs.RequirePeer(cfg, certs.WantRole(certs.RoleManager))
+	certs.CheckRevoked(cfg, c.Revoked)
 	return cfg
 }
 
@@ -242,10 +248,11 @@ func (c *Cluster) serve(i int, node *consensus.Node, ln net.Listener) *Manager {
 		if err != nil {
 			c.t.Fatal(err)
 		}
+		certs.CheckRevoked(tc, c.Revoked)
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	opts = append(opts, grpc.UnaryInterceptor(srv.UnaryInterceptor()))
-	az, err := authz.New(authz.Config{Plaintext: c.opts.Insecure, Forwarders: ids(len(c.peers)), Logger: Logger(c.t).With("manager", id)})
+	az, err := authz.New(authz.Config{Plaintext: c.opts.Insecure, Forwarders: ids(len(c.peers)), Logger: Logger(c.t).With("manager", id), Revoked: c.Revoked})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -256,6 +263,9 @@ func (c *Cluster) serve(i int, node *consensus.Node, ln net.Listener) *Manager {
 		c.t.Fatal(err)
 	}
 	m := &Manager{ID: id, RaftAddr: node.Addr(), GRPCAddr: ln.Addr().String(), Node: node, Server: srv, grpc: g, served: make(chan struct{})}
+	rctx, stop := context.WithCancel(context.Background())
+	m.stopRevocations = stop
+	go server.FollowRevocations(rctx, node, c.Revoked, nil)
 	go func() {
 		defer close(m.served)
 		g.Serve(ln)
@@ -270,6 +280,7 @@ func (c *Cluster) Stop(i int) {
 	if m == nil {
 		return
 	}
+	m.stopRevocations()
 	m.grpc.Stop()
 	<-m.served
 	if err := m.Server.Close(); err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/quire-ha/quire/api/agentpb"
@@ -61,10 +62,19 @@ func (a *Agent) newGuard() (*guard, error) {
 	return &guard{a: a, az: az}, nil
 }
 
+// deadPeer is how long a connection may stay silent before the server
+// pings its client, and how long that ping may go unanswered: a replica
+// that vanished (power loss, partition) loses its connection, and with it
+// its log stream, within about twice this, so that its reconnection is not
+// refused as a second live stream of the same node (authz.Rule.OneStream).
+const deadPeer = 10 * time.Second
+
 // options returns the gRPC server options: authorization first, then the
-// bounds of the control verbs.
+// bounds of the control verbs; and the keepalive that ends dead peers'
+// streams.
 func (g *guard) options() []grpc.ServerOption {
-	return append(g.az.ServerOptions(), grpc.ChainUnaryInterceptor(g.bounds))
+	return append(g.az.ServerOptions(), grpc.ChainUnaryInterceptor(g.bounds),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: deadPeer, Timeout: deadPeer}))
 }
 
 // verify refuses to start a server with a method that has no rule.

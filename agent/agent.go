@@ -97,9 +97,10 @@ type Agent struct {
 	serving  atomic.Bool // primary: extracting and serving the log
 	writable atomic.Bool // primary: its database was last seen writable
 
-	mcli      *manager.Client    // the managers' client, nil without managers
-	lease     lease              // the primary lease (mu)
-	asg       manager.Assignment // the managers' last answer (mu)
+	mcli      *manager.Client       // the managers' client, nil without managers
+	lease     lease                 // the primary lease (mu)
+	revoked   *certs.RevocationList // refused in every handshake and call (revoke.go)
+	asg       manager.Assignment    // the managers' last answer (mu)
 	hasAsg    bool
 	asgSeq    uint64 // number of the heartbeat asg answered (mu)
 	followErr error  // why the last attempt to follow asg failed (mu)
@@ -160,6 +161,10 @@ func New(cfg *config.Agent, logger *slog.Logger) (*Agent, error) {
 	a.dialer = []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg)),
 		grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow)}
 	a.dialer = append(a.dialer, rpcopts.Dial()...)
+	if err := a.loadRevocations(); err != nil {
+		a.Close()
+		return nil, err
+	}
 	if cfg.TLS.InsecurePlaintext {
 		a.dialer = append(a.dialer, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	} else {
@@ -174,18 +179,31 @@ func New(cfg *config.Agent, logger *slog.Logger) (*Agent, error) {
 			a.Close()
 			return nil, fmt.Errorf("agent: %w", err)
 		}
+		certs.RequirePeer(ct, certs.WantRole(certs.RoleAgent)) // this agent dials only primary agents
+		certs.CheckRevoked(st, a.revoked)
+		certs.CheckRevoked(ct, a.revoked)
 		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(st)))
 		a.dialer = append(a.dialer, grpc.WithTransportCredentials(credentials.NewTLS(ct)))
 	}
 	if a.managed() {
-		if a.mcli, err = newManagerClient(cfg, logger); err != nil {
+		if a.mcli, err = newManagerClient(cfg, logger, a.revoked); err != nil {
 			a.Close()
 			return nil, err
 		}
 	}
+	guard, err := a.newGuard() // authorization and bounds: guard.go
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	serverOpts = append(serverOpts, guard.options()...)
 	a.gsrv = grpc.NewServer(serverOpts...)
 	a.ship.Register(a.gsrv)
 	agentpb.RegisterAgentControlServer(a.gsrv, &control{a: a})
+	if err := guard.verify(a.gsrv); err != nil {
+		a.Close()
+		return nil, err
+	}
 
 	if a.glis, err = net.Listen("tcp", cfg.Listen); err != nil {
 		a.Close()
@@ -231,6 +249,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		mdone := make(chan struct{})
 		go func() { defer close(mdone); a.runManaged(mctx) }()
 		defer func() { mcancel(); <-mdone }()
+		go a.followRevocations(mctx)
 	}
 	if st := a.cfg.Static; st.Role != RoleNone {
 		if err := a.SetRole(Role{Kind: st.Role, Epoch: uint64(st.Epoch), PrimaryAgent: st.PrimaryAgent}); err != nil {
@@ -419,7 +438,7 @@ func (a *Agent) serveStatus(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	enc.Encode(a.Status())
+	enc.Encode(redactStatus(a.Status())) // no raw database errors without authentication (redact.go)
 }
 
 // servePrimary answers 200 only on a writable primary (HAProxy checks).
@@ -455,7 +474,7 @@ func (a *Agent) serveReplica(w http.ResponseWriter, r *http.Request) {
 		}
 		maxLag = n
 	}
-	if err := replicaHealthy(a.Status(), maxLag); err != nil {
+	if err := replicaHealthy(redactStatus(a.Status()), maxLag); err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}

@@ -104,13 +104,15 @@ func (a *Agent) advertisedAgentAddr() string {
 // newManagerClient builds the client of the managers from the agent's
 // configuration. It fails at start-up, not later: an agent whose TLS files
 // cannot be used must not run on as if it were managed.
-func newManagerClient(cfg *config.Agent, log *slog.Logger) (*manager.Client, error) {
+func newManagerClient(cfg *config.Agent, log *slog.Logger, revoked *certs.RevocationList) (*manager.Client, error) {
 	ccfg := manager.ClientConfig{Addrs: cfg.Managers, Logger: log, Insecure: cfg.TLS.InsecurePlaintext}
 	if !cfg.TLS.InsecurePlaintext {
 		tc, err := certs.ClientConfig(certs.Files{CA: cfg.TLS.CAFile, Cert: cfg.TLS.CertFile, Key: cfg.TLS.KeyFile}, "")
 		if err != nil {
 			return nil, fmt.Errorf("agent: managers: TLS: %w", err)
 		}
+		certs.RequirePeer(tc, certs.WantRole(certs.RoleManager)) // only managers give orders
+		certs.CheckRevoked(tc, revoked)
 		ccfg.TLS = tc
 	}
 	cli, err := manager.NewClient(ccfg)

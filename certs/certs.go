@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -83,15 +84,21 @@ func InitCA(dir, commonName string) error {
 	return writeCert(filepath.Join(dir, CACert), der)
 }
 
-// Issue signs a certificate for node name, valid for the given host names
-// and IP addresses, with the CA in caDir, and writes name.crt and name.key
-// into outDir (which may be caDir).
-func Issue(caDir, outDir, name string, hosts []string) error {
+// Issue signs a certificate for name in role, valid for the given host
+// names and IP addresses, with the CA in caDir, and writes name.crt and
+// name.key into outDir (which may be caDir). The certificate carries the
+// role and the name in its URI SAN (IdentityURI). Managers and agents serve
+// as well as dial, so their certificates need at least one host; an
+// operator's is a client certificate only and needs none.
+func Issue(caDir, outDir, name string, role Role, hosts []string) error {
 	if !nameRE.MatchString(name) {
 		return fmt.Errorf("certs: node name %q is not allowed (lower-case letters, digits, '.', '_', '-'; at most 63)", name)
 	}
-	if len(hosts) == 0 {
-		return fmt.Errorf("certs: node %s: give at least one host name or IP address it is reached at", name)
+	if _, err := ParseRole(string(role)); err != nil {
+		return err
+	}
+	if len(hosts) == 0 && role != RoleOperator {
+		return fmt.Errorf("certs: %s %s: give at least one host name or IP address it is reached at", role, name)
 	}
 	caCert, caKey, err := loadCA(caDir)
 	if err != nil {
@@ -108,12 +115,17 @@ func Issue(caDir, outDir, name string, hosts []string) error {
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: name, Organization: []string{"Quire"}},
+		Subject:      pkix.Name{CommonName: name, Organization: []string{"Quire"}, OrganizationalUnit: []string{string(role)}},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(ValidityNode),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:     []string{name},
+		URIs:         []*url.URL{IdentityURI(role, name)},
+	}
+	if role == RoleOperator {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	} else {
+		tmpl.DNSNames = []string{name}
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -237,6 +249,9 @@ func load(f Files) (*x509.CertPool, tls.Certificate, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, tls.Certificate{}, fmt.Errorf("certs: %s holds no PEM certificate", f.CA)
+	}
+	if fi, err := os.Stat(f.Key); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		return nil, tls.Certificate{}, fmt.Errorf("certs: %s has mode %04o, so group or other may read the private key; run chmod 600 %s", f.Key, fi.Mode().Perm(), f.Key)
 	}
 	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 
 func newNode(t *testing.T, dir, name string) Files {
 	t.Helper()
-	if err := Issue(dir, dir, name, []string{"127.0.0.1", "localhost"}); err != nil {
+	if err := Issue(dir, dir, name, RoleAgent, []string{"127.0.0.1", "localhost"}); err != nil {
 		t.Fatal(err)
 	}
 	return Files{CA: filepath.Join(dir, CACert), Cert: CertFile(dir, name), Key: KeyFile(dir, name)}
@@ -106,7 +106,7 @@ func rogueCliTrusting(t *testing.T, dir string, f Files) *tls.Config {
 
 func TestFilesAndErrors(t *testing.T) {
 	dir := t.TempDir()
-	if err := Issue(dir, dir, "db1", []string{"127.0.0.1"}); err == nil || !strings.Contains(err.Error(), "certs init") {
+	if err := Issue(dir, dir, "db1", RoleAgent, []string{"127.0.0.1"}); err == nil || !strings.Contains(err.Error(), "certs init") {
 		t.Fatalf("issue without CA: %v", err)
 	}
 	if err := InitCA(dir, "ca"); err != nil {
@@ -117,15 +117,19 @@ func TestFilesAndErrors(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name  string
+		role  Role
 		hosts []string
 		want  string
 	}{
-		{"DB1", []string{"h"}, "not allowed"},
-		{"", []string{"h"}, "not allowed"},
-		{"db1", nil, "at least one host"},
+		{"DB1", RoleAgent, []string{"h"}, "not allowed"},
+		{"", RoleAgent, []string{"h"}, "not allowed"},
+		{"db1", RoleAgent, nil, "at least one host"},
+		{"m1", RoleManager, nil, "at least one host"},
+		{"db1", "admin", []string{"h"}, `role "admin" is not allowed`},
+		{"db1", "", []string{"h"}, `role "" is not allowed`},
 	} {
-		if err := Issue(dir, dir, tc.name, tc.hosts); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("Issue(%q, %v) = %v, want %q", tc.name, tc.hosts, err, tc.want)
+		if err := Issue(dir, dir, tc.name, tc.role, tc.hosts); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Issue(%q, %q, %v) = %v, want %q", tc.name, tc.role, tc.hosts, err, tc.want)
 		}
 	}
 	f := newNode(t, dir, "db1")
@@ -138,6 +142,14 @@ func TestFilesAndErrors(t *testing.T) {
 			t.Errorf("%s has mode %v, want 0600", p, st.Mode().Perm())
 		}
 	}
+	// A key that group or other may read is refused, naming the fix.
+	if err := os.Chmod(f.Key, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ServerConfig(f); err == nil || !strings.Contains(err.Error(), "run chmod 600") {
+		t.Errorf("key with mode 0640: %v", err)
+	}
+	os.Chmod(f.Key, 0o600)
 	if _, err := ServerConfig(Files{CA: f.CA, Cert: f.Cert}); err == nil {
 		t.Error("ServerConfig without a key file succeeded")
 	}

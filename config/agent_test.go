@@ -139,6 +139,8 @@ var badAgents = []struct {
 		[]wantErr{{4, "tls.key_file", "tls.key_file: required key is missing: set ca_file, cert_file and key_file together, or insecure_plaintext: true"}}},
 	{"tls plaintext with files", "node_id: db1\ndata_dir: /d\nmysql: {password_env: QUIRE_PW}\ntls:\n  insecure_plaintext: true\n  ca_file: /etc/quire/ca.pem\n",
 		[]wantErr{{6, "tls.ca_file", "tls.ca_file: must not be set together with insecure_plaintext: true"}}},
+	{"tls key readable by group", "node_id: db1\ndata_dir: /d\nmysql: {password_env: QUIRE_PW}\ntls:\n  ca_file: /etc/quire/ca.pem\n  cert_file: /etc/quire/cert.pem\n  key_file: /etc/quire/group.password\n",
+		[]wantErr{{7, "tls.key_file", "tls.key_file: /etc/quire/group.password has mode 0640, so group or other may read the private key; run chmod 600 /etc/quire/group.password"}}},
 	{"tls file does not exist", "node_id: db1\ndata_dir: /d\nmysql: {password_env: QUIRE_PW}\ntls:\n  ca_file: /etc/quire/nope.pem\n  cert_file: /etc/quire/cert.pem\n  key_file: /etc/quire/key.pem\n",
 		[]wantErr{{5, "tls.ca_file", "agent.yaml:5: tls.ca_file: /etc/quire/nope.pem does not exist"}}},
 	{"k larger than sync set", agentBase + "replication:\n  k: 3\n  sync_set: [db2, db3]\n",

@@ -25,7 +25,7 @@ var docAllowed = map[string]string{
 	"mysql.password_file":     "path, mode 0600 or stricter",
 	"tls.ca_file":             "path",
 	"tls.cert_file":           "path",
-	"tls.key_file":            "path",
+	"tls.key_file":            "path, mode 0600 or stricter",
 	"apply.serialize_unknown": "true",
 	"peers":                   "1, 3 or 5 entries",
 }

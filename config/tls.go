@@ -65,6 +65,11 @@ func (t *TLS) finish(d *decoder, env environ, dir, path string) {
 		*f.v = resolvePath(dir, *f.v)
 		d.checkFile(env, p, *f.v)
 	}
+	// The private key is checked like a password file: owner only.
+	p := join(path, "key_file")
+	if fi, err := env.stat(t.KeyFile); err == nil && !d.bad[p] && fi.Mode().IsRegular() && fi.Mode().Perm()&0o077 != 0 {
+		d.fail(d.line(p), p, "%s has mode %04o, so group or other may read the private key; run chmod 600 %s", t.KeyFile, fi.Mode().Perm(), t.KeyFile)
+	}
 }
 
 // checkFile records a problem at path unless name is an existing regular file.

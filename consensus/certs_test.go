@@ -9,8 +9,11 @@ import (
 	"crypto/x509/pkix"
 	"math/big"
 	"net"
+	"net/url"
 	"testing"
 	"time"
+
+	"github.com/quire-ha/quire/certs"
 )
 
 // testCA is a throwaway certificate authority for transport tests.
@@ -48,8 +51,15 @@ func newTestCA(t *testing.T, name string) *testCA {
 	return &testCA{cert: cert, key: key, pool: pool}
 }
 
-// issue returns a certificate for 127.0.0.1 usable as server and client.
+// issue returns a manager certificate for 127.0.0.1 usable as server and
+// client.
 func (ca *testCA) issue(t *testing.T, name string) tls.Certificate {
+	return ca.issueAs(t, name, name, certs.RoleManager)
+}
+
+// issueAs returns a certificate with common name cn whose quire:// URI
+// names role and name (no URI when role is empty).
+func (ca *testCA) issueAs(t *testing.T, cn, name string, role certs.Role) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -61,13 +71,16 @@ func (ca *testCA) issue(t *testing.T, name string) tls.Certificate {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name, "localhost"},
+		Subject:      pkix.Name{CommonName: cn},
+		DNSNames:     []string{cn, "localhost"},
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	if role != "" {
+		tmpl.URIs = []*url.URL{certs.IdentityURI(role, name)}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {

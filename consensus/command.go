@@ -32,6 +32,7 @@ const (
 	TypeRecordFailover      CommandType = "record_failover"
 	TypeAcknowledgeFailover CommandType = "acknowledge_failover"
 	TypeSetSettings         CommandType = "set_settings"
+	TypeRevokeCertificate   CommandType = "revoke_certificate"
 )
 
 // A Command is one change to the [State]. The implementations are the
@@ -129,6 +130,7 @@ var decoders = map[CommandType]func(json.RawMessage) (Command, error){
 	TypeRecordFailover:      decodeAs[RecordFailover],
 	TypeAcknowledgeFailover: decodeAs[AcknowledgeFailover],
 	TypeSetSettings:         decodeAs[SetSettings],
+	TypeRevokeCertificate:   decodeAs[RevokeCertificate],
 }
 
 // Decode parses the wire form of a command. Unknown versions, types and
@@ -233,6 +235,9 @@ func (c AddMember) apply(s *State) *ValidationError {
 	}
 	if _, ok := s.memberIndex(c.Member.ID); ok {
 		return invalid("member.id", c.Member.ID, "is already a member")
+	}
+	if len(s.Members) >= MaxMembers {
+		return invalid("member.id", c.Member.ID, "would be member %d; a cluster has at most %d", len(s.Members)+1, MaxMembers)
 	}
 	if err := checkAddressesUnique(append(slices.Clone(s.Members), c.Member)); err != nil {
 		return err
@@ -637,11 +642,17 @@ func (c SetSettings) apply(s *State) *ValidationError {
 		if *c.FailoverTimeout <= 0 {
 			return invalid("failover_timeout", *c.FailoverTimeout, "must be positive")
 		}
+		if *c.FailoverTimeout > MaxFailoverTimeout {
+			return invalid("failover_timeout", *c.FailoverTimeout, "is longer than %s", MaxFailoverTimeout)
+		}
 		s.Settings.FailoverTimeout = *c.FailoverTimeout
 	}
 	if c.AntiFlapWindow != nil {
 		if *c.AntiFlapWindow < 0 {
 			return invalid("anti_flap_window", *c.AntiFlapWindow, "is negative")
+		}
+		if *c.AntiFlapWindow > MaxAntiFlapWindow {
+			return invalid("anti_flap_window", *c.AntiFlapWindow, "is longer than %s", MaxAntiFlapWindow)
 		}
 		s.Settings.AntiFlapWindow = *c.AntiFlapWindow
 	}

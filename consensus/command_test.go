@@ -150,6 +150,8 @@ func TestValidate(t *testing.T) {
 		{"set nothing", base, SetSettings{}, "settings", "nothing to set"},
 		{"zero failover timeout", base, SetSettings{FailoverTimeout: dur(0)}, "failover_timeout", "failover_timeout=0s"},
 		{"negative anti-flap window", base, SetSettings{AntiFlapWindow: dur(-time.Second)}, "anti_flap_window", "anti_flap_window=-1s"},
+		{"anti-flap window too long", base, SetSettings{AntiFlapWindow: dur(MaxAntiFlapWindow + time.Second)}, "anti_flap_window", "longer than"},
+		{"failover timeout too long", base, SetSettings{FailoverTimeout: dur(MaxFailoverTimeout + 1)}, "failover_timeout", "longer than"},
 
 		{"nil command", base, nil, "type", "nil command"},
 	}
@@ -296,6 +298,7 @@ func allCommands() []Command {
 		RecordFailover{At: t0, Epoch: 1, From: "a", To: "b", Reason: "r"},
 		AcknowledgeFailover{By: "ops", At: t0},
 		SetSettings{FailoverTimeout: dur(time.Second), AntiFlapWindow: dur(time.Minute)},
+		RevokeCertificate{RevokedCert{Serial: "abc", Name: "db2", Reason: "r", By: "operator/ops", At: t0}},
 	}
 }
 
@@ -444,5 +447,16 @@ func TestRandomCommands(t *testing.T) {
 	t.Logf("%d applied, %d refused; final epoch %d, commit index %d, %d members", applied, refused, s.Epoch, s.CommitIndex, len(s.Members))
 	if applied < 500 || refused < 500 || s.Epoch < 20 {
 		t.Fatalf("generator is lopsided: %d applied, %d refused", applied, refused)
+	}
+}
+
+func TestMaxMembers(t *testing.T) {
+	s := NewState()
+	for i := range MaxMembers {
+		s = mustApply(t, s, AddMember{member(fmt.Sprintf("n%d", i), i+1)})
+	}
+	_, err := s.Apply(AddMember{member("one-more", MaxMembers+1)})
+	if err == nil || !strings.Contains(err.Error(), "at most 64") {
+		t.Fatalf("member %d: %v", MaxMembers+1, err)
 	}
 }

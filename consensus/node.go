@@ -51,6 +51,19 @@ type Config struct {
 	// dialing it. Client certificates are always required. Nil means
 	// plaintext TCP.
 	TLS *tls.Config
+	// PeerIDs names the managers whose certificates the transport accepts
+	// (the peers of the manager's configuration); required with TLS. A
+	// peer's certificate must carry the manager role and one of these
+	// names, a dialled peer must be the manager the Raft configuration has
+	// at that address, and every RPC a peer sends must carry its own name
+	// as server ID.
+	PeerIDs []string
+	// HandshakeTimeout bounds an incoming connection's TLS handshake
+	// (default DefaultHandshakeTimeout); MaxUnauthenticated caps the
+	// incoming connections still in their handshake (default
+	// DefaultMaxUnauthenticated).
+	HandshakeTimeout   time.Duration
+	MaxUnauthenticated int
 	// Logger receives this package's and raft's logs; nil discards them.
 	Logger *slog.Logger
 
@@ -197,10 +210,18 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consensus: open: snapshot store: %w", err)
 	}
-	stream, err := newStreamLayer(cfg.BindAddr, cfg.AdvertiseAddr, cfg.TLS)
+	stream, err := newStreamLayer(cfg.BindAddr, cfg.AdvertiseAddr, streamOptions{
+		TLS: cfg.TLS, Allowed: cfg.PeerIDs, HandshakeTimeout: cfg.HandshakeTimeout,
+		MaxUnauthenticated: cfg.MaxUnauthenticated, Logger: logger,
+	})
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if !ok {
+			stream.Close()
+		}
+	}()
 	var sl raft.StreamLayer = stream
 	if cfg.wrapStream != nil {
 		sl = cfg.wrapStream(sl)
@@ -217,6 +238,7 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consensus: open: start raft: %w", err)
 	}
+	stream.setExpect(n.idAt)
 
 	obsCh := make(chan raft.Observation, 64)
 	n.observer = raft.NewObserver(obsCh, false, func(o *raft.Observation) bool {

@@ -76,6 +76,7 @@ func testConfig(t *testing.T, dir, id string) Config {
 		LeaderLeaseTimeout: 250 * time.Millisecond,
 		CommitTimeout:      10 * time.Millisecond,
 		TransportTimeout:   2 * time.Second,
+		PeerIDs:            []string{"m1", "m2", "m3", "m4", "m5"},
 	}
 }
 
@@ -523,6 +524,11 @@ func TestOpenErrors(t *testing.T) {
 			c.DataDir = t.TempDir()
 			c.TLS = &tls.Config{Certificates: newTestCA(t, "ca").tlsConfig(t, "a").Certificates}
 		}, "RootCAs"},
+		{"tls without peers", func(c *Config) {
+			c.DataDir = t.TempDir()
+			c.TLS = newTestCA(t, "ca").tlsConfig(t, "m1")
+			c.PeerIDs = nil
+		}, "IDs of the managers"},
 		{"bad timeouts", func(c *Config) { c.DataDir = t.TempDir(); c.LeaderLeaseTimeout = time.Second }, "LeaderLeaseTimeout"},
 	} {
 		c := cfg
@@ -693,7 +699,7 @@ func TestForeignCARefused(t *testing.T) {
 		{"outsider dials member", rogue.tlsConfig(t, "m3"), good[0].Addr()},
 		{"member dials outsider", ca.tlsConfig(t, "m1"), outsider.Addr()},
 	} {
-		sl, err := newStreamLayer("127.0.0.1:0", "", tt.from)
+		sl, err := newStreamLayer("127.0.0.1:0", "", streamOptions{TLS: tt.from, Allowed: []string{"m1", "m2", "m3"}})
 		if err != nil {
 			t.Fatal(err)
 		}

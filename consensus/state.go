@@ -27,6 +27,15 @@ const (
 	DefaultAntiFlapWindow  = time.Hour
 )
 
+// Upper bounds of the settings and counts commands may set (the manager's
+// configuration file has the same ranges).
+const (
+	MaxFailoverTimeout = 10 * time.Minute
+	MaxAntiFlapWindow  = 7 * 24 * time.Hour
+	// MaxMembers bounds the database hosts of one cluster.
+	MaxMembers = 64
+)
+
 // Member is one database host of the cluster: its MariaDB server, its agent
 // and, if the host runs one, its manager.
 type Member struct {
@@ -111,6 +120,9 @@ type State struct {
 	// LastFailover is the last automatic failover, or nil.
 	LastFailover *Failover `json:"last_failover"`
 	Settings     Settings  `json:"settings"`
+	// Revoked lists the certificates no process accepts any more, by
+	// serial (RevokeCertificate).
+	Revoked []RevokedCert `json:"revoked,omitempty"`
 }
 
 // NewState returns the state of a new cluster: no members, K 0, policy
@@ -131,6 +143,7 @@ func (s State) Clone() State {
 	c.Members = slices.Clone(s.Members)
 	c.SyncSet = slices.Clone(s.SyncSet)
 	c.EpochHistory = slices.Clone(s.EpochHistory)
+	c.Revoked = slices.Clone(s.Revoked)
 	if s.Degraded != nil {
 		d := *s.Degraded
 		c.Degraded = &d

@@ -9,6 +9,7 @@
 # the directory; `start mysqld|agent dbN` and `start manager mN` start one
 # process that is not running (as a service manager restarts a killed one).
 set -euo pipefail
+umask 077   # keys, passwords, option files, logs and configurations: owner only
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 demo="${QUIRE_DEMO_DIR:-$top/.demo}"
@@ -50,6 +51,32 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 user_flag=()
 [ "$(id -u)" = 0 ] && user_flag=(--user=root)
+# The servers' administrator is the account running the demo, authenticated
+# by the unix socket (no password anywhere); nothing else logs in as it.
+admin=$(id -un)
+admin_sql() { "$(find_bin mariadb)" --no-defaults -S "$1" -u"$admin" "${@:2}"; }
+
+# The accounts (accounts/accounts.go holds the same lists; a Go test checks
+# this copy): the agent's, the application's (schema app only) and a
+# monitoring account. None has SUPER, GRANT OPTION or CREATE USER; only the
+# agent's has READ_ONLY ADMIN and CONNECTION ADMIN, so the application
+# cannot write through read_only or survive a fence.
+agent_grants='SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, PROCESS, REFERENCES, INDEX, ALTER, CREATE TEMPORARY TABLES, LOCK TABLES, EXECUTE, REPLICATION SLAVE, BINLOG MONITOR, CREATE VIEW, SHOW VIEW, CREATE ROUTINE, ALTER ROUTINE, EVENT, TRIGGER, DELETE HISTORY, SET USER, CONNECTION ADMIN, READ_ONLY ADMIN, REPLICATION MASTER ADMIN, BINLOG ADMIN, BINLOG REPLAY'
+app_grants='SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, REFERENCES, INDEX, ALTER, CREATE TEMPORARY TABLES, LOCK TABLES, EXECUTE, CREATE VIEW, SHOW VIEW, CREATE ROUTINE, ALTER ROUTINE, EVENT, TRIGGER'
+monitor_grants='PROCESS, BINLOG MONITOR, SLAVE MONITOR'
+
+# new_password FILE: a random password in FILE (mode 0600), kept if present.
+new_password() {
+  [ -f "$1" ] || (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$1")
+  chmod 600 "$1"
+}
+
+# option_file FILE USER PASSWORD_FILE: a [client] option file (mode 0600) so
+# that no password is ever on a command line.
+option_file() {
+  (umask 077; printf '[client]\nuser=%s\npassword=%s\n' "$2" "$(cat "$3")" > "$1")
+  chmod 600 "$1"
+}
 
 start_db() {
   local i=$1 name=${nodes[$(( $1 - 1 ))]} dir="$demo/${nodes[$(( $1 - 1 ))]}" port
@@ -87,8 +114,8 @@ read_only=ON
 CNF
   chmod 600 "$dir/my.cnf"
   if [ ! -d "$dir/data/mysql" ]; then
-    "$(find_bin mariadb-install-db)" --defaults-file="$dir/my.cnf" --auth-root-authentication-method=normal \
-      --skip-test-db "${user_flag[@]}" >"$dir/install.log" 2>&1 \
+    "$(find_bin mariadb-install-db)" --defaults-file="$dir/my.cnf" --auth-root-authentication-method=socket \
+      --auth-root-socket-user="$admin" --skip-test-db "${user_flag[@]}" >"$dir/install.log" 2>&1 \
       || { echo "demo: mariadb-install-db failed for $name; see $dir/install.log" >&2; exit 1; }
     fresh=1
   else
@@ -96,15 +123,20 @@ CNF
   fi
   "$(find_bin mariadbd)" --defaults-file="$dir/my.cnf" "${user_flag[@]}" >/dev/null 2>&1 &
   local deadline=$((SECONDS + 60))
-  until "$(find_bin mariadb)" --no-defaults -S "$dir/mysqld.sock" -uroot -e 'SELECT 1' >/dev/null 2>&1; do
+  until admin_sql "$dir/mysqld.sock" -e 'SELECT 1' >/dev/null 2>&1; do
     if [ $SECONDS -ge $deadline ]; then echo "demo: $name did not answer in 60 s; see $dir/error.log" >&2; tail -5 "$dir/error.log" >&2; exit 1; fi
     sleep 0.2
   done
   if [ "$fresh" = 1 ]; then
-    "$(find_bin mariadb)" --no-defaults -S "$dir/mysqld.sock" -uroot <<SQL
+    # Passwords travel on standard input, never on a command line.
+    admin_sql "$dir/mysqld.sock" <<SQL
 SET SESSION sql_log_bin=0;
 CREATE USER IF NOT EXISTS 'quire'@'127.0.0.1' IDENTIFIED BY '$(cat "$demo/mysql.password")';
-GRANT ALL ON *.* TO 'quire'@'127.0.0.1' WITH GRANT OPTION;
+GRANT $agent_grants ON *.* TO 'quire'@'127.0.0.1';
+CREATE USER IF NOT EXISTS 'app'@'127.0.0.1' IDENTIFIED BY '$(cat "$demo/app.password")';
+GRANT $app_grants ON \`app\`.* TO 'app'@'127.0.0.1';
+CREATE USER IF NOT EXISTS 'monitor'@'127.0.0.1' IDENTIFIED BY '$(cat "$demo/monitor.password")';
+GRANT $monitor_grants ON *.* TO 'monitor'@'127.0.0.1';
 RESET MASTER;
 SQL
   fi
@@ -127,10 +159,15 @@ quire() {
 make_certs() {
   [ -f "$demo/certs/ca.crt" ] && return
   "$bin/quire" certs init --dir "$demo/certs" --cn "Quire demo CA" >/dev/null
-  for n in m1 m2 m3 db1 db2 db3 operator; do
-    "$bin/quire" certs issue --dir "$demo/certs" --name "$n" --hosts 127.0.0.1,localhost >/dev/null
+  # Each certificate carries its role: managers, agents, the operator.
+  for n in m1 m2 m3; do
+    "$bin/quire" certs issue --dir "$demo/certs" --role manager --name "$n" --hosts 127.0.0.1,localhost >/dev/null
   done
-  echo "demo: certificates in $shown/certs (mutual TLS everywhere)"
+  for n in db1 db2 db3; do
+    "$bin/quire" certs issue --dir "$demo/certs" --role agent --name "$n" --hosts 127.0.0.1,localhost >/dev/null
+  done
+  "$bin/quire" certs issue --dir "$demo/certs" --role operator --name operator >/dev/null
+  echo "demo: certificates in $shown/certs (mutual TLS everywhere; roles: manager m1-m3, agent db1-db3, operator)"
 }
 
 tls_yaml() {
@@ -199,6 +236,11 @@ init_cluster() {
     if [ $SECONDS -ge $deadline ]; then echo "demo: db1 did not become a writable primary in 60 s; see $shown/db1/agent.log" >&2; exit 1; fi
     sleep 0.3
   done
+  # The application's schema, created by the application account through
+  # the primary: the first commit the sync set acknowledges.
+  timeout 60 "$(find_bin mariadb)" --defaults-extra-file="$demo/app.cnf" -h127.0.0.1 -P"$(mysql_port 1)" \
+    -e 'CREATE DATABASE IF NOT EXISTS app' \
+    || { echo "demo: the application account could not create schema app on db1; see .demo/db*/agent.log" >&2; exit 1; }
 }
 
 write_cluster_json() {
@@ -219,17 +261,17 @@ write_cluster_json() {
     done
     echo '  ],'
     printf '  "certs": "%s",\n' "$demo/certs"
-    printf '  "mysql_user": "quire",\n  "mysql_password_file": "%s"\n' "$demo/mysql.password"
+    printf '  "mysql_user": "quire",\n  "mysql_password_file": "%s",\n' "$demo/mysql.password"
+    printf '  "app_user": "app",\n  "app_password_file": "%s",\n  "app_option_file": "%s",\n  "app_database": "app",\n' "$demo/app.password" "$demo/app.cnf"
+    printf '  "monitor_user": "monitor",\n  "monitor_password_file": "%s"\n' "$demo/monitor.password"
     echo '}'
   } > "$demo/cluster.json"
 }
 
 up() {
   mkdir -p "$demo"
-  if [ ! -f "$demo/mysql.password" ]; then
-    (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$demo/mysql.password")
-  fi
-  chmod 600 "$demo/mysql.password"
+  for p in mysql app monitor; do new_password "$demo/$p.password"; done
+  option_file "$demo/app.cnf" app "$demo/app.password"
   for f in quire quire-manager quire-agent; do
     [ -x "$bin/$f" ] || { echo "demo: $bin/$f missing: run 'make build' (make demo does)" >&2; exit 1; }
   done
@@ -246,7 +288,8 @@ up() {
 Quire demo: three MariaDB instances, three agents and three managers run on
 127.0.0.1 (data, logs and certificates in $shown/).
   cluster description: $shown/cluster.json
-  write on the primary: mariadb -h127.0.0.1 -P33061 -uquire -p"\$(cat $shown/mysql.password)"
+  write on the primary: mariadb --defaults-extra-file=$shown/app.cnf -h127.0.0.1 -P33061 app
+                        (the application account: schema app, no way through read_only)
   cluster status:       make demo-status     (quire status with the demo's certificates)
   stop and remove:      make demo-down
 TXT
@@ -311,7 +354,7 @@ status() {
     n=${nodes[$((i-1))]}; port=$(mysql_port "$i"); state=down; gtid=-
     if alive "$demo/$n/mysqld.pid"; then
       state=up
-      gtid=$("$(find_bin mariadb)" --no-defaults -S "$demo/$n/mysqld.sock" -uroot -N -e 'SELECT @@gtid_binlog_pos' 2>/dev/null || echo '?')
+      gtid=$(admin_sql "$demo/$n/mysqld.sock" -N -e 'SELECT @@gtid_binlog_pos' 2>/dev/null || echo '?')
       [ -n "$gtid" ] || gtid='(empty)'
     fi
     printf '%-5s %-17s %-8s %s\n' "$n" "127.0.0.1:$port" "$state" "$gtid"

@@ -16,7 +16,7 @@ const lockFileName = "LOCK"
 // processes never append to the same log.
 func lockDir(dir string) (*os.File, error) {
 	path := filepath.Join(dir, lockFileName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("txlog: open lock file %s: %w", path, err)
 	}

@@ -123,8 +123,13 @@ func Open(dir string, opts Options) (*Log, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	// Owner only: the log holds every transaction's data. MkdirAll keeps
+	// the mode of an existing directory (older versions made it 0750).
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("txlog: open %s: %w", dir, err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("txlog: open %s: make it private (mode 0700): %w", dir, err)
 	}
 	lock, err := lockDir(dir)
 	if err != nil {
@@ -233,7 +238,7 @@ func (l *Log) recover(firstSeqno uint64) error {
 // directory entry durable.
 func (l *Log) createSegment(first uint64) (*segment, error) {
 	path := filepath.Join(l.dir, segmentName(first))
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("txlog: create segment %s: %w", path, err)
 	}

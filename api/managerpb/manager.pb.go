@@ -46,6 +46,226 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type RevokeCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// serial is the certificate's serial number in hexadecimal (colons and a
+	// 0x prefix are accepted).
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// name and reason are for people.
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCertificateRequest) Reset() {
+	*x = RevokeCertificateRequest{}
+	mi := &file_manager_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCertificateRequest) ProtoMessage() {}
+
+func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RevokeCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_manager_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RevokeCertificateRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RevokeCertificateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RevokeCertificateRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ListRevokedRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRevokedRequest) Reset() {
+	*x = ListRevokedRequest{}
+	mi := &file_manager_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRevokedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRevokedRequest) ProtoMessage() {}
+
+func (x *ListRevokedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRevokedRequest.ProtoReflect.Descriptor instead.
+func (*ListRevokedRequest) Descriptor() ([]byte, []int) {
+	return file_manager_proto_rawDescGZIP(), []int{1}
+}
+
+type RevokedCertificate struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Serial string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	Name   string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Reason string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// by names who revoked it (the operator's certificate name).
+	By              string `protobuf:"bytes,4,opt,name=by,proto3" json:"by,omitempty"`
+	RevokedAtUnixMs int64  `protobuf:"varint,5,opt,name=revoked_at_unix_ms,json=revokedAtUnixMs,proto3" json:"revoked_at_unix_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RevokedCertificate) Reset() {
+	*x = RevokedCertificate{}
+	mi := &file_manager_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokedCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokedCertificate) ProtoMessage() {}
+
+func (x *RevokedCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokedCertificate.ProtoReflect.Descriptor instead.
+func (*RevokedCertificate) Descriptor() ([]byte, []int) {
+	return file_manager_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RevokedCertificate) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RevokedCertificate) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RevokedCertificate) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RevokedCertificate) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *RevokedCertificate) GetRevokedAtUnixMs() int64 {
+	if x != nil {
+		return x.RevokedAtUnixMs
+	}
+	return 0
+}
+
+type RevokedCertificates struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Certificates  []*RevokedCertificate  `protobuf:"bytes,1,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokedCertificates) Reset() {
+	*x = RevokedCertificates{}
+	mi := &file_manager_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokedCertificates) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokedCertificates) ProtoMessage() {}
+
+func (x *RevokedCertificates) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokedCertificates.ProtoReflect.Descriptor instead.
+func (*RevokedCertificates) Descriptor() ([]byte, []int) {
+	return file_manager_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RevokedCertificates) GetCertificates() []*RevokedCertificate {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
 // LeaderHint is attached to UNAVAILABLE errors as a status detail.
 type LeaderHint struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -59,7 +279,7 @@ type LeaderHint struct {
 
 func (x *LeaderHint) Reset() {
 	*x = LeaderHint{}
-	mi := &file_manager_proto_msgTypes[0]
+	mi := &file_manager_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -71,7 +291,7 @@ func (x *LeaderHint) String() string {
 func (*LeaderHint) ProtoMessage() {}
 
 func (x *LeaderHint) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[0]
+	mi := &file_manager_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -84,7 +304,7 @@ func (x *LeaderHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderHint.ProtoReflect.Descriptor instead.
 func (*LeaderHint) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{0}
+	return file_manager_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *LeaderHint) GetLeaderId() string {
@@ -114,7 +334,7 @@ type RegisterAgentRequest struct {
 
 func (x *RegisterAgentRequest) Reset() {
 	*x = RegisterAgentRequest{}
-	mi := &file_manager_proto_msgTypes[1]
+	mi := &file_manager_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -126,7 +346,7 @@ func (x *RegisterAgentRequest) String() string {
 func (*RegisterAgentRequest) ProtoMessage() {}
 
 func (x *RegisterAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[1]
+	mi := &file_manager_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -139,7 +359,7 @@ func (x *RegisterAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterAgentRequest.ProtoReflect.Descriptor instead.
 func (*RegisterAgentRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{1}
+	return file_manager_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RegisterAgentRequest) GetNodeId() string {
@@ -202,7 +422,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_manager_proto_msgTypes[2]
+	mi := &file_manager_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -214,7 +434,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[2]
+	mi := &file_manager_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -227,7 +447,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{2}
+	return file_manager_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HeartbeatRequest) GetNodeId() string {
@@ -362,7 +582,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_manager_proto_msgTypes[3]
+	mi := &file_manager_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -374,7 +594,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[3]
+	mi := &file_manager_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -387,7 +607,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{3}
+	return file_manager_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Assignment) GetRole() string {
@@ -506,7 +726,7 @@ type Degraded struct {
 
 func (x *Degraded) Reset() {
 	*x = Degraded{}
-	mi := &file_manager_proto_msgTypes[4]
+	mi := &file_manager_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -518,7 +738,7 @@ func (x *Degraded) String() string {
 func (*Degraded) ProtoMessage() {}
 
 func (x *Degraded) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[4]
+	mi := &file_manager_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -531,7 +751,7 @@ func (x *Degraded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Degraded.ProtoReflect.Descriptor instead.
 func (*Degraded) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{4}
+	return file_manager_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Degraded) GetAsyncSince() uint64 {
@@ -570,7 +790,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_manager_proto_msgTypes[5]
+	mi := &file_manager_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +802,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[5]
+	mi := &file_manager_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +815,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{5}
+	return file_manager_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Member) GetId() string {
@@ -651,7 +871,7 @@ type EpochEntry struct {
 
 func (x *EpochEntry) Reset() {
 	*x = EpochEntry{}
-	mi := &file_manager_proto_msgTypes[6]
+	mi := &file_manager_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +883,7 @@ func (x *EpochEntry) String() string {
 func (*EpochEntry) ProtoMessage() {}
 
 func (x *EpochEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[6]
+	mi := &file_manager_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,7 +896,7 @@ func (x *EpochEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpochEntry.ProtoReflect.Descriptor instead.
 func (*EpochEntry) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{6}
+	return file_manager_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *EpochEntry) GetEpoch() uint64 {
@@ -716,7 +936,7 @@ type Failover struct {
 
 func (x *Failover) Reset() {
 	*x = Failover{}
-	mi := &file_manager_proto_msgTypes[7]
+	mi := &file_manager_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +948,7 @@ func (x *Failover) String() string {
 func (*Failover) ProtoMessage() {}
 
 func (x *Failover) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[7]
+	mi := &file_manager_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +961,7 @@ func (x *Failover) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Failover.ProtoReflect.Descriptor instead.
 func (*Failover) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{7}
+	return file_manager_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Failover) GetAtUnixMicro() int64 {
@@ -821,7 +1041,7 @@ type ClusterState struct {
 
 func (x *ClusterState) Reset() {
 	*x = ClusterState{}
-	mi := &file_manager_proto_msgTypes[8]
+	mi := &file_manager_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -833,7 +1053,7 @@ func (x *ClusterState) String() string {
 func (*ClusterState) ProtoMessage() {}
 
 func (x *ClusterState) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[8]
+	mi := &file_manager_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -846,7 +1066,7 @@ func (x *ClusterState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterState.ProtoReflect.Descriptor instead.
 func (*ClusterState) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{8}
+	return file_manager_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ClusterState) GetMembers() []*Member {
@@ -941,7 +1161,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_manager_proto_msgTypes[9]
+	mi := &file_manager_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1173,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[9]
+	mi := &file_manager_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1186,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{9}
+	return file_manager_proto_rawDescGZIP(), []int{13}
 }
 
 type StatusResponse struct {
@@ -985,7 +1205,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_manager_proto_msgTypes[10]
+	mi := &file_manager_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -997,7 +1217,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[10]
+	mi := &file_manager_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1010,7 +1230,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{10}
+	return file_manager_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StatusResponse) GetState() *ClusterState {
@@ -1067,7 +1287,7 @@ type ManagerInfo struct {
 
 func (x *ManagerInfo) Reset() {
 	*x = ManagerInfo{}
-	mi := &file_manager_proto_msgTypes[11]
+	mi := &file_manager_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1079,7 +1299,7 @@ func (x *ManagerInfo) String() string {
 func (*ManagerInfo) ProtoMessage() {}
 
 func (x *ManagerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[11]
+	mi := &file_manager_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1092,7 +1312,7 @@ func (x *ManagerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManagerInfo.ProtoReflect.Descriptor instead.
 func (*ManagerInfo) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{11}
+	return file_manager_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ManagerInfo) GetId() string {
@@ -1162,7 +1382,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_manager_proto_msgTypes[12]
+	mi := &file_manager_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1394,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[12]
+	mi := &file_manager_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1407,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{12}
+	return file_manager_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NodeStatus) GetMember() *Member {
@@ -1338,7 +1558,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_manager_proto_msgTypes[13]
+	mi := &file_manager_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1570,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[13]
+	mi := &file_manager_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1583,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{13}
+	return file_manager_proto_rawDescGZIP(), []int{17}
 }
 
 type MembersResponse struct {
@@ -1375,7 +1595,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_manager_proto_msgTypes[14]
+	mi := &file_manager_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1607,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[14]
+	mi := &file_manager_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1620,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{14}
+	return file_manager_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -1419,7 +1639,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_manager_proto_msgTypes[15]
+	mi := &file_manager_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1431,7 +1651,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[15]
+	mi := &file_manager_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1444,7 +1664,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{15}
+	return file_manager_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AddMemberRequest) GetMember() *Member {
@@ -1463,7 +1683,7 @@ type UpdateMemberRequest struct {
 
 func (x *UpdateMemberRequest) Reset() {
 	*x = UpdateMemberRequest{}
-	mi := &file_manager_proto_msgTypes[16]
+	mi := &file_manager_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1475,7 +1695,7 @@ func (x *UpdateMemberRequest) String() string {
 func (*UpdateMemberRequest) ProtoMessage() {}
 
 func (x *UpdateMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[16]
+	mi := &file_manager_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1488,7 +1708,7 @@ func (x *UpdateMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateMemberRequest.ProtoReflect.Descriptor instead.
 func (*UpdateMemberRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{16}
+	return file_manager_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpdateMemberRequest) GetMember() *Member {
@@ -1507,7 +1727,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_manager_proto_msgTypes[17]
+	mi := &file_manager_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1739,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[17]
+	mi := &file_manager_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1752,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{17}
+	return file_manager_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -1551,7 +1771,7 @@ type SetKRequest struct {
 
 func (x *SetKRequest) Reset() {
 	*x = SetKRequest{}
-	mi := &file_manager_proto_msgTypes[18]
+	mi := &file_manager_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1563,7 +1783,7 @@ func (x *SetKRequest) String() string {
 func (*SetKRequest) ProtoMessage() {}
 
 func (x *SetKRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[18]
+	mi := &file_manager_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1576,7 +1796,7 @@ func (x *SetKRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKRequest.ProtoReflect.Descriptor instead.
 func (*SetKRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{18}
+	return file_manager_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SetKRequest) GetK() int32 {
@@ -1596,7 +1816,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_manager_proto_msgTypes[19]
+	mi := &file_manager_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1608,7 +1828,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[19]
+	mi := &file_manager_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1621,7 +1841,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{19}
+	return file_manager_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SetPolicyRequest) GetPolicy() string {
@@ -1640,7 +1860,7 @@ type SetSyncSetRequest struct {
 
 func (x *SetSyncSetRequest) Reset() {
 	*x = SetSyncSetRequest{}
-	mi := &file_manager_proto_msgTypes[20]
+	mi := &file_manager_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1652,7 +1872,7 @@ func (x *SetSyncSetRequest) String() string {
 func (*SetSyncSetRequest) ProtoMessage() {}
 
 func (x *SetSyncSetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[20]
+	mi := &file_manager_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1665,7 +1885,7 @@ func (x *SetSyncSetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSyncSetRequest.ProtoReflect.Descriptor instead.
 func (*SetSyncSetRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{20}
+	return file_manager_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SetSyncSetRequest) GetMembers() []string {
@@ -1686,7 +1906,7 @@ type SetSettingsRequest struct {
 
 func (x *SetSettingsRequest) Reset() {
 	*x = SetSettingsRequest{}
-	mi := &file_manager_proto_msgTypes[21]
+	mi := &file_manager_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1698,7 +1918,7 @@ func (x *SetSettingsRequest) String() string {
 func (*SetSettingsRequest) ProtoMessage() {}
 
 func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[21]
+	mi := &file_manager_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1711,7 +1931,7 @@ func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsRequest.ProtoReflect.Descriptor instead.
 func (*SetSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{21}
+	return file_manager_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SetSettingsRequest) GetFailoverTimeoutMs() int64 {
@@ -1742,7 +1962,7 @@ type InitClusterRequest struct {
 
 func (x *InitClusterRequest) Reset() {
 	*x = InitClusterRequest{}
-	mi := &file_manager_proto_msgTypes[22]
+	mi := &file_manager_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1754,7 +1974,7 @@ func (x *InitClusterRequest) String() string {
 func (*InitClusterRequest) ProtoMessage() {}
 
 func (x *InitClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[22]
+	mi := &file_manager_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1767,7 +1987,7 @@ func (x *InitClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitClusterRequest.ProtoReflect.Descriptor instead.
 func (*InitClusterRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{22}
+	return file_manager_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *InitClusterRequest) GetPrimary() string {
@@ -1801,7 +2021,7 @@ type AcknowledgeFailoverRequest struct {
 
 func (x *AcknowledgeFailoverRequest) Reset() {
 	*x = AcknowledgeFailoverRequest{}
-	mi := &file_manager_proto_msgTypes[23]
+	mi := &file_manager_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1813,7 +2033,7 @@ func (x *AcknowledgeFailoverRequest) String() string {
 func (*AcknowledgeFailoverRequest) ProtoMessage() {}
 
 func (x *AcknowledgeFailoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[23]
+	mi := &file_manager_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1826,7 +2046,7 @@ func (x *AcknowledgeFailoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeFailoverRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeFailoverRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{23}
+	return file_manager_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AcknowledgeFailoverRequest) GetBy() string {
@@ -1840,7 +2060,20 @@ var File_manager_proto protoreflect.FileDescriptor
 
 const file_manager_proto_rawDesc = "" +
 	"\n" +
-	"\rmanager.proto\x12\x10quire.manager.v1\"F\n" +
+	"\rmanager.proto\x12\x10quire.manager.v1\"^\n" +
+	"\x18RevokeCertificateRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x14\n" +
+	"\x12ListRevokedRequest\"\x95\x01\n" +
+	"\x12RevokedCertificate\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x0e\n" +
+	"\x02by\x18\x04 \x01(\tR\x02by\x12+\n" +
+	"\x12revoked_at_unix_ms\x18\x05 \x01(\x03R\x0frevokedAtUnixMs\"_\n" +
+	"\x13RevokedCertificates\x12H\n" +
+	"\fcertificates\x18\x01 \x03(\v2$.quire.manager.v1.RevokedCertificateR\fcertificates\"F\n" +
 	"\n" +
 	"LeaderHint\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12\x1b\n" +
@@ -2003,7 +2236,8 @@ const file_manager_proto_rawDesc = "" +
 	"firstSeqno\x12\x19\n" +
 	"\bsync_set\x18\x03 \x03(\tR\asyncSet\",\n" +
 	"\x1aAcknowledgeFailoverRequest\x12\x0e\n" +
-	"\x02by\x18\x01 \x01(\tR\x02by2\xcc\b\n" +
+	"\x02by\x18\x01 \x01(\tR\x02by2\x90\n" +
+	"\n" +
 	"\x0eManagerService\x12U\n" +
 	"\rRegisterAgent\x12&.quire.manager.v1.RegisterAgentRequest\x1a\x1c.quire.manager.v1.Assignment\x12M\n" +
 	"\tHeartbeat\x12\".quire.manager.v1.HeartbeatRequest\x1a\x1c.quire.manager.v1.Assignment\x12K\n" +
@@ -2018,7 +2252,9 @@ const file_manager_proto_rawDesc = "" +
 	"SetSyncSet\x12#.quire.manager.v1.SetSyncSetRequest\x1a\x1e.quire.manager.v1.ClusterState\x12S\n" +
 	"\vSetSettings\x12$.quire.manager.v1.SetSettingsRequest\x1a\x1e.quire.manager.v1.ClusterState\x12S\n" +
 	"\vInitCluster\x12$.quire.manager.v1.InitClusterRequest\x1a\x1e.quire.manager.v1.ClusterState\x12c\n" +
-	"\x13AcknowledgeFailover\x12,.quire.manager.v1.AcknowledgeFailoverRequest\x1a\x1e.quire.manager.v1.ClusterStateB)Z'github.com/quire-ha/quire/api/managerpbb\x06proto3"
+	"\x13AcknowledgeFailover\x12,.quire.manager.v1.AcknowledgeFailoverRequest\x1a\x1e.quire.manager.v1.ClusterState\x12f\n" +
+	"\x11RevokeCertificate\x12*.quire.manager.v1.RevokeCertificateRequest\x1a%.quire.manager.v1.RevokedCertificates\x12Z\n" +
+	"\vListRevoked\x12$.quire.manager.v1.ListRevokedRequest\x1a%.quire.manager.v1.RevokedCertificatesB)Z'github.com/quire-ha/quire/api/managerpbb\x06proto3"
 
 var (
 	file_manager_proto_rawDescOnce sync.Once
@@ -2032,81 +2268,90 @@ func file_manager_proto_rawDescGZIP() []byte {
 	return file_manager_proto_rawDescData
 }
 
-var file_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_manager_proto_goTypes = []any{
-	(*LeaderHint)(nil),                 // 0: quire.manager.v1.LeaderHint
-	(*RegisterAgentRequest)(nil),       // 1: quire.manager.v1.RegisterAgentRequest
-	(*HeartbeatRequest)(nil),           // 2: quire.manager.v1.HeartbeatRequest
-	(*Assignment)(nil),                 // 3: quire.manager.v1.Assignment
-	(*Degraded)(nil),                   // 4: quire.manager.v1.Degraded
-	(*Member)(nil),                     // 5: quire.manager.v1.Member
-	(*EpochEntry)(nil),                 // 6: quire.manager.v1.EpochEntry
-	(*Failover)(nil),                   // 7: quire.manager.v1.Failover
-	(*ClusterState)(nil),               // 8: quire.manager.v1.ClusterState
-	(*StatusRequest)(nil),              // 9: quire.manager.v1.StatusRequest
-	(*StatusResponse)(nil),             // 10: quire.manager.v1.StatusResponse
-	(*ManagerInfo)(nil),                // 11: quire.manager.v1.ManagerInfo
-	(*NodeStatus)(nil),                 // 12: quire.manager.v1.NodeStatus
-	(*MembersRequest)(nil),             // 13: quire.manager.v1.MembersRequest
-	(*MembersResponse)(nil),            // 14: quire.manager.v1.MembersResponse
-	(*AddMemberRequest)(nil),           // 15: quire.manager.v1.AddMemberRequest
-	(*UpdateMemberRequest)(nil),        // 16: quire.manager.v1.UpdateMemberRequest
-	(*RemoveMemberRequest)(nil),        // 17: quire.manager.v1.RemoveMemberRequest
-	(*SetKRequest)(nil),                // 18: quire.manager.v1.SetKRequest
-	(*SetPolicyRequest)(nil),           // 19: quire.manager.v1.SetPolicyRequest
-	(*SetSyncSetRequest)(nil),          // 20: quire.manager.v1.SetSyncSetRequest
-	(*SetSettingsRequest)(nil),         // 21: quire.manager.v1.SetSettingsRequest
-	(*InitClusterRequest)(nil),         // 22: quire.manager.v1.InitClusterRequest
-	(*AcknowledgeFailoverRequest)(nil), // 23: quire.manager.v1.AcknowledgeFailoverRequest
-	nil,                                // 24: quire.manager.v1.HeartbeatRequest.AppliedEntry
-	nil,                                // 25: quire.manager.v1.NodeStatus.AppliedEntry
+	(*RevokeCertificateRequest)(nil),   // 0: quire.manager.v1.RevokeCertificateRequest
+	(*ListRevokedRequest)(nil),         // 1: quire.manager.v1.ListRevokedRequest
+	(*RevokedCertificate)(nil),         // 2: quire.manager.v1.RevokedCertificate
+	(*RevokedCertificates)(nil),        // 3: quire.manager.v1.RevokedCertificates
+	(*LeaderHint)(nil),                 // 4: quire.manager.v1.LeaderHint
+	(*RegisterAgentRequest)(nil),       // 5: quire.manager.v1.RegisterAgentRequest
+	(*HeartbeatRequest)(nil),           // 6: quire.manager.v1.HeartbeatRequest
+	(*Assignment)(nil),                 // 7: quire.manager.v1.Assignment
+	(*Degraded)(nil),                   // 8: quire.manager.v1.Degraded
+	(*Member)(nil),                     // 9: quire.manager.v1.Member
+	(*EpochEntry)(nil),                 // 10: quire.manager.v1.EpochEntry
+	(*Failover)(nil),                   // 11: quire.manager.v1.Failover
+	(*ClusterState)(nil),               // 12: quire.manager.v1.ClusterState
+	(*StatusRequest)(nil),              // 13: quire.manager.v1.StatusRequest
+	(*StatusResponse)(nil),             // 14: quire.manager.v1.StatusResponse
+	(*ManagerInfo)(nil),                // 15: quire.manager.v1.ManagerInfo
+	(*NodeStatus)(nil),                 // 16: quire.manager.v1.NodeStatus
+	(*MembersRequest)(nil),             // 17: quire.manager.v1.MembersRequest
+	(*MembersResponse)(nil),            // 18: quire.manager.v1.MembersResponse
+	(*AddMemberRequest)(nil),           // 19: quire.manager.v1.AddMemberRequest
+	(*UpdateMemberRequest)(nil),        // 20: quire.manager.v1.UpdateMemberRequest
+	(*RemoveMemberRequest)(nil),        // 21: quire.manager.v1.RemoveMemberRequest
+	(*SetKRequest)(nil),                // 22: quire.manager.v1.SetKRequest
+	(*SetPolicyRequest)(nil),           // 23: quire.manager.v1.SetPolicyRequest
+	(*SetSyncSetRequest)(nil),          // 24: quire.manager.v1.SetSyncSetRequest
+	(*SetSettingsRequest)(nil),         // 25: quire.manager.v1.SetSettingsRequest
+	(*InitClusterRequest)(nil),         // 26: quire.manager.v1.InitClusterRequest
+	(*AcknowledgeFailoverRequest)(nil), // 27: quire.manager.v1.AcknowledgeFailoverRequest
+	nil,                                // 28: quire.manager.v1.HeartbeatRequest.AppliedEntry
+	nil,                                // 29: quire.manager.v1.NodeStatus.AppliedEntry
 }
 var file_manager_proto_depIdxs = []int32{
-	24, // 0: quire.manager.v1.HeartbeatRequest.applied:type_name -> quire.manager.v1.HeartbeatRequest.AppliedEntry
-	4,  // 1: quire.manager.v1.Assignment.degraded:type_name -> quire.manager.v1.Degraded
-	5,  // 2: quire.manager.v1.ClusterState.members:type_name -> quire.manager.v1.Member
-	6,  // 3: quire.manager.v1.ClusterState.epoch_history:type_name -> quire.manager.v1.EpochEntry
-	4,  // 4: quire.manager.v1.ClusterState.degraded:type_name -> quire.manager.v1.Degraded
-	7,  // 5: quire.manager.v1.ClusterState.last_failover:type_name -> quire.manager.v1.Failover
-	8,  // 6: quire.manager.v1.StatusResponse.state:type_name -> quire.manager.v1.ClusterState
-	11, // 7: quire.manager.v1.StatusResponse.managers:type_name -> quire.manager.v1.ManagerInfo
-	12, // 8: quire.manager.v1.StatusResponse.nodes:type_name -> quire.manager.v1.NodeStatus
-	5,  // 9: quire.manager.v1.NodeStatus.member:type_name -> quire.manager.v1.Member
-	25, // 10: quire.manager.v1.NodeStatus.applied:type_name -> quire.manager.v1.NodeStatus.AppliedEntry
-	5,  // 11: quire.manager.v1.MembersResponse.members:type_name -> quire.manager.v1.Member
-	5,  // 12: quire.manager.v1.AddMemberRequest.member:type_name -> quire.manager.v1.Member
-	5,  // 13: quire.manager.v1.UpdateMemberRequest.member:type_name -> quire.manager.v1.Member
-	1,  // 14: quire.manager.v1.ManagerService.RegisterAgent:input_type -> quire.manager.v1.RegisterAgentRequest
-	2,  // 15: quire.manager.v1.ManagerService.Heartbeat:input_type -> quire.manager.v1.HeartbeatRequest
-	9,  // 16: quire.manager.v1.ManagerService.Status:input_type -> quire.manager.v1.StatusRequest
-	13, // 17: quire.manager.v1.ManagerService.Members:input_type -> quire.manager.v1.MembersRequest
-	15, // 18: quire.manager.v1.ManagerService.AddMember:input_type -> quire.manager.v1.AddMemberRequest
-	16, // 19: quire.manager.v1.ManagerService.UpdateMember:input_type -> quire.manager.v1.UpdateMemberRequest
-	17, // 20: quire.manager.v1.ManagerService.RemoveMember:input_type -> quire.manager.v1.RemoveMemberRequest
-	18, // 21: quire.manager.v1.ManagerService.SetK:input_type -> quire.manager.v1.SetKRequest
-	19, // 22: quire.manager.v1.ManagerService.SetPolicy:input_type -> quire.manager.v1.SetPolicyRequest
-	20, // 23: quire.manager.v1.ManagerService.SetSyncSet:input_type -> quire.manager.v1.SetSyncSetRequest
-	21, // 24: quire.manager.v1.ManagerService.SetSettings:input_type -> quire.manager.v1.SetSettingsRequest
-	22, // 25: quire.manager.v1.ManagerService.InitCluster:input_type -> quire.manager.v1.InitClusterRequest
-	23, // 26: quire.manager.v1.ManagerService.AcknowledgeFailover:input_type -> quire.manager.v1.AcknowledgeFailoverRequest
-	3,  // 27: quire.manager.v1.ManagerService.RegisterAgent:output_type -> quire.manager.v1.Assignment
-	3,  // 28: quire.manager.v1.ManagerService.Heartbeat:output_type -> quire.manager.v1.Assignment
-	10, // 29: quire.manager.v1.ManagerService.Status:output_type -> quire.manager.v1.StatusResponse
-	14, // 30: quire.manager.v1.ManagerService.Members:output_type -> quire.manager.v1.MembersResponse
-	8,  // 31: quire.manager.v1.ManagerService.AddMember:output_type -> quire.manager.v1.ClusterState
-	8,  // 32: quire.manager.v1.ManagerService.UpdateMember:output_type -> quire.manager.v1.ClusterState
-	8,  // 33: quire.manager.v1.ManagerService.RemoveMember:output_type -> quire.manager.v1.ClusterState
-	8,  // 34: quire.manager.v1.ManagerService.SetK:output_type -> quire.manager.v1.ClusterState
-	8,  // 35: quire.manager.v1.ManagerService.SetPolicy:output_type -> quire.manager.v1.ClusterState
-	8,  // 36: quire.manager.v1.ManagerService.SetSyncSet:output_type -> quire.manager.v1.ClusterState
-	8,  // 37: quire.manager.v1.ManagerService.SetSettings:output_type -> quire.manager.v1.ClusterState
-	8,  // 38: quire.manager.v1.ManagerService.InitCluster:output_type -> quire.manager.v1.ClusterState
-	8,  // 39: quire.manager.v1.ManagerService.AcknowledgeFailover:output_type -> quire.manager.v1.ClusterState
-	27, // [27:40] is the sub-list for method output_type
-	14, // [14:27] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	2,  // 0: quire.manager.v1.RevokedCertificates.certificates:type_name -> quire.manager.v1.RevokedCertificate
+	28, // 1: quire.manager.v1.HeartbeatRequest.applied:type_name -> quire.manager.v1.HeartbeatRequest.AppliedEntry
+	8,  // 2: quire.manager.v1.Assignment.degraded:type_name -> quire.manager.v1.Degraded
+	9,  // 3: quire.manager.v1.ClusterState.members:type_name -> quire.manager.v1.Member
+	10, // 4: quire.manager.v1.ClusterState.epoch_history:type_name -> quire.manager.v1.EpochEntry
+	8,  // 5: quire.manager.v1.ClusterState.degraded:type_name -> quire.manager.v1.Degraded
+	11, // 6: quire.manager.v1.ClusterState.last_failover:type_name -> quire.manager.v1.Failover
+	12, // 7: quire.manager.v1.StatusResponse.state:type_name -> quire.manager.v1.ClusterState
+	15, // 8: quire.manager.v1.StatusResponse.managers:type_name -> quire.manager.v1.ManagerInfo
+	16, // 9: quire.manager.v1.StatusResponse.nodes:type_name -> quire.manager.v1.NodeStatus
+	9,  // 10: quire.manager.v1.NodeStatus.member:type_name -> quire.manager.v1.Member
+	29, // 11: quire.manager.v1.NodeStatus.applied:type_name -> quire.manager.v1.NodeStatus.AppliedEntry
+	9,  // 12: quire.manager.v1.MembersResponse.members:type_name -> quire.manager.v1.Member
+	9,  // 13: quire.manager.v1.AddMemberRequest.member:type_name -> quire.manager.v1.Member
+	9,  // 14: quire.manager.v1.UpdateMemberRequest.member:type_name -> quire.manager.v1.Member
+	5,  // 15: quire.manager.v1.ManagerService.RegisterAgent:input_type -> quire.manager.v1.RegisterAgentRequest
+	6,  // 16: quire.manager.v1.ManagerService.Heartbeat:input_type -> quire.manager.v1.HeartbeatRequest
+	13, // 17: quire.manager.v1.ManagerService.Status:input_type -> quire.manager.v1.StatusRequest
+	17, // 18: quire.manager.v1.ManagerService.Members:input_type -> quire.manager.v1.MembersRequest
+	19, // 19: quire.manager.v1.ManagerService.AddMember:input_type -> quire.manager.v1.AddMemberRequest
+	20, // 20: quire.manager.v1.ManagerService.UpdateMember:input_type -> quire.manager.v1.UpdateMemberRequest
+	21, // 21: quire.manager.v1.ManagerService.RemoveMember:input_type -> quire.manager.v1.RemoveMemberRequest
+	22, // 22: quire.manager.v1.ManagerService.SetK:input_type -> quire.manager.v1.SetKRequest
+	23, // 23: quire.manager.v1.ManagerService.SetPolicy:input_type -> quire.manager.v1.SetPolicyRequest
+	24, // 24: quire.manager.v1.ManagerService.SetSyncSet:input_type -> quire.manager.v1.SetSyncSetRequest
+	25, // 25: quire.manager.v1.ManagerService.SetSettings:input_type -> quire.manager.v1.SetSettingsRequest
+	26, // 26: quire.manager.v1.ManagerService.InitCluster:input_type -> quire.manager.v1.InitClusterRequest
+	27, // 27: quire.manager.v1.ManagerService.AcknowledgeFailover:input_type -> quire.manager.v1.AcknowledgeFailoverRequest
+	0,  // 28: quire.manager.v1.ManagerService.RevokeCertificate:input_type -> quire.manager.v1.RevokeCertificateRequest
+	1,  // 29: quire.manager.v1.ManagerService.ListRevoked:input_type -> quire.manager.v1.ListRevokedRequest
+	7,  // 30: quire.manager.v1.ManagerService.RegisterAgent:output_type -> quire.manager.v1.Assignment
+	7,  // 31: quire.manager.v1.ManagerService.Heartbeat:output_type -> quire.manager.v1.Assignment
+	14, // 32: quire.manager.v1.ManagerService.Status:output_type -> quire.manager.v1.StatusResponse
+	18, // 33: quire.manager.v1.ManagerService.Members:output_type -> quire.manager.v1.MembersResponse
+	12, // 34: quire.manager.v1.ManagerService.AddMember:output_type -> quire.manager.v1.ClusterState
+	12, // 35: quire.manager.v1.ManagerService.UpdateMember:output_type -> quire.manager.v1.ClusterState
+	12, // 36: quire.manager.v1.ManagerService.RemoveMember:output_type -> quire.manager.v1.ClusterState
+	12, // 37: quire.manager.v1.ManagerService.SetK:output_type -> quire.manager.v1.ClusterState
+	12, // 38: quire.manager.v1.ManagerService.SetPolicy:output_type -> quire.manager.v1.ClusterState
+	12, // 39: quire.manager.v1.ManagerService.SetSyncSet:output_type -> quire.manager.v1.ClusterState
+	12, // 40: quire.manager.v1.ManagerService.SetSettings:output_type -> quire.manager.v1.ClusterState
+	12, // 41: quire.manager.v1.ManagerService.InitCluster:output_type -> quire.manager.v1.ClusterState
+	12, // 42: quire.manager.v1.ManagerService.AcknowledgeFailover:output_type -> quire.manager.v1.ClusterState
+	3,  // 43: quire.manager.v1.ManagerService.RevokeCertificate:output_type -> quire.manager.v1.RevokedCertificates
+	3,  // 44: quire.manager.v1.ManagerService.ListRevoked:output_type -> quire.manager.v1.RevokedCertificates
+	30, // [30:45] is the sub-list for method output_type
+	15, // [15:30] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_manager_proto_init() }
@@ -2114,15 +2359,15 @@ func file_manager_proto_init() {
 	if File_manager_proto != nil {
 		return
 	}
-	file_manager_proto_msgTypes[12].OneofWrappers = []any{}
-	file_manager_proto_msgTypes[21].OneofWrappers = []any{}
+	file_manager_proto_msgTypes[16].OneofWrappers = []any{}
+	file_manager_proto_msgTypes[25].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manager_proto_rawDesc), len(file_manager_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -57,6 +57,8 @@ const (
 	ManagerService_SetSettings_FullMethodName         = "/quire.manager.v1.ManagerService/SetSettings"
 	ManagerService_InitCluster_FullMethodName         = "/quire.manager.v1.ManagerService/InitCluster"
 	ManagerService_AcknowledgeFailover_FullMethodName = "/quire.manager.v1.ManagerService/AcknowledgeFailover"
+	ManagerService_RevokeCertificate_FullMethodName   = "/quire.manager.v1.ManagerService/RevokeCertificate"
+	ManagerService_ListRevoked_FullMethodName         = "/quire.manager.v1.ManagerService/ListRevoked"
 )
 
 // ManagerServiceClient is the client API for ManagerService service.
@@ -92,6 +94,13 @@ type ManagerServiceClient interface {
 	// AcknowledgeFailover lifts the anti-flapping block of the last automatic
 	// failover.
 	AcknowledgeFailover(ctx context.Context, in *AcknowledgeFailoverRequest, opts ...grpc.CallOption) (*ClusterState, error)
+	// RevokeCertificate adds a certificate (by serial) to the revocation list
+	// the managers hold in Raft; every process refuses it from its next TLS
+	// handshake. Revoking a serial twice changes nothing.
+	RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokedCertificates, error)
+	// ListRevoked answers the revocation list. Agents poll it; any manager
+	// answers from its own (committed) state without forwarding.
+	ListRevoked(ctx context.Context, in *ListRevokedRequest, opts ...grpc.CallOption) (*RevokedCertificates, error)
 }
 
 type managerServiceClient struct {
@@ -232,6 +241,26 @@ func (c *managerServiceClient) AcknowledgeFailover(ctx context.Context, in *Ackn
 	return out, nil
 }
 
+func (c *managerServiceClient) RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokedCertificates, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokedCertificates)
+	err := c.cc.Invoke(ctx, ManagerService_RevokeCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerServiceClient) ListRevoked(ctx context.Context, in *ListRevokedRequest, opts ...grpc.CallOption) (*RevokedCertificates, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokedCertificates)
+	err := c.cc.Invoke(ctx, ManagerService_ListRevoked_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ManagerServiceServer is the server API for ManagerService service.
 // All implementations must embed UnimplementedManagerServiceServer
 // for forward compatibility.
@@ -265,6 +294,13 @@ type ManagerServiceServer interface {
 	// AcknowledgeFailover lifts the anti-flapping block of the last automatic
 	// failover.
 	AcknowledgeFailover(context.Context, *AcknowledgeFailoverRequest) (*ClusterState, error)
+	// RevokeCertificate adds a certificate (by serial) to the revocation list
+	// the managers hold in Raft; every process refuses it from its next TLS
+	// handshake. Revoking a serial twice changes nothing.
+	RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokedCertificates, error)
+	// ListRevoked answers the revocation list. Agents poll it; any manager
+	// answers from its own (committed) state without forwarding.
+	ListRevoked(context.Context, *ListRevokedRequest) (*RevokedCertificates, error)
 	mustEmbedUnimplementedManagerServiceServer()
 }
 
@@ -313,6 +349,12 @@ func (UnimplementedManagerServiceServer) InitCluster(context.Context, *InitClust
 }
 func (UnimplementedManagerServiceServer) AcknowledgeFailover(context.Context, *AcknowledgeFailoverRequest) (*ClusterState, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method AcknowledgeFailover not implemented")
+}
+func (UnimplementedManagerServiceServer) RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokedCertificates, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RevokeCertificate not implemented")
+}
+func (UnimplementedManagerServiceServer) ListRevoked(context.Context, *ListRevokedRequest) (*RevokedCertificates, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListRevoked not implemented")
 }
 func (UnimplementedManagerServiceServer) mustEmbedUnimplementedManagerServiceServer() {}
 func (UnimplementedManagerServiceServer) testEmbeddedByValue()                        {}
@@ -569,6 +611,42 @@ func _ManagerService_AcknowledgeFailover_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ManagerService_RevokeCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServiceServer).RevokeCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ManagerService_RevokeCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServiceServer).RevokeCertificate(ctx, req.(*RevokeCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ManagerService_ListRevoked_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRevokedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServiceServer).ListRevoked(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ManagerService_ListRevoked_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServiceServer).ListRevoked(ctx, req.(*ListRevokedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ManagerService_ServiceDesc is the grpc.ServiceDesc for ManagerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -627,6 +705,14 @@ var ManagerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AcknowledgeFailover",
 			Handler:    _ManagerService_AcknowledgeFailover_Handler,
+		},
+		{
+			MethodName: "RevokeCertificate",
+			Handler:    _ManagerService_RevokeCertificate_Handler,
+		},
+		{
+			MethodName: "ListRevoked",
+			Handler:    _ManagerService_ListRevoked_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -32,6 +32,9 @@ func main() {
 		os.Exit(2)
 	}
 	cfg, err := config.LoadAgent(*path)
+	if err == nil {
+		err = cfg.CheckPlaintext() // TLS off only on loopback
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "quire-agent: configuration %s:\n%v\n", *path, err)
 		os.Exit(2)

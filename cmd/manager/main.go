@@ -38,6 +38,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/quire-ha/quire/authz"
 	"github.com/quire-ha/quire/buildinfo"
 	"github.com/quire-ha/quire/certs"
 	"github.com/quire-ha/quire/config"
@@ -87,6 +88,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, up listen
 		return nil
 	}
 	cfg, err := config.LoadManager(*path)
+	if err == nil {
+		err = cfg.CheckPlaintext() // TLS off only on loopback
+	}
 	if err != nil {
 		return fmt.Errorf("configuration %s:\n%v\n%w", *path, err, errUsage)
 	}
@@ -100,6 +104,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, up listen
 
 func serve(ctx context.Context, cfg *config.Manager, bootstrap bool, logger *slog.Logger, up listening) (err error) {
 	var serverTLS, clientTLS *tls.Config
+	revoked := certs.NewRevocationList() // follows the list in Raft once the node is open
 	if !cfg.TLS.InsecurePlaintext {
 		files := certs.Files{CA: cfg.TLS.CAFile, Cert: cfg.TLS.CertFile, Key: cfg.TLS.KeyFile}
 		if serverTLS, err = certs.ServerConfig(files); err != nil {
@@ -108,14 +113,22 @@ func serve(ctx context.Context, cfg *config.Manager, bootstrap bool, logger *slo
 		if clientTLS, err = certs.ClientConfig(files, ""); err != nil {
 			return err
 		}
+		// A manager dials only managers (Raft, forwarding), and Raft's
+		// listener, which uses this configuration too, serves only them.
+		certs.RequirePeer(clientTLS, certs.WantRole(certs.RoleManager))
+		// Revoked certificates are refused in every handshake, Raft's too.
+		certs.CheckRevoked(serverTLS, revoked)
+		certs.CheckRevoked(clientTLS, revoked)
 	} else {
-		logger.Warn("TLS is off (tls.insecure_plaintext): for tests on loopback only")
+		logger.Error("TLS is OFF (tls.insecure_plaintext: true): callers are not authenticated and every call is allowed; loopback tests only")
 	}
 
 	var self config.Peer
 	peers := make([]server.Peer, 0, len(cfg.Peers))
 	raftPeers := make([]consensus.Peer, 0, len(cfg.Peers))
+	peerIDs := make([]string, 0, len(cfg.Peers))
 	for _, p := range cfg.Peers {
+		peerIDs = append(peerIDs, p.ID)
 		if p.ID == cfg.NodeID {
 			self = p
 		}
@@ -129,6 +142,7 @@ func serve(ctx context.Context, cfg *config.Manager, bootstrap bool, logger *slo
 		BindAddr:      cfg.RaftListen,
 		AdvertiseAddr: self.RaftAddr,
 		TLS:           clientTLS,
+		PeerIDs:       peerIDs,
 		Logger:        logger,
 	})
 	if err != nil {
@@ -139,6 +153,9 @@ func serve(ctx context.Context, cfg *config.Manager, bootstrap bool, logger *slo
 			err = cerr
 		}
 	}()
+	rctx, stopRevocations := context.WithCancel(ctx)
+	defer stopRevocations()
+	go server.FollowRevocations(rctx, node, revoked, logger)
 	if bootstrap {
 		switch err := node.Bootstrap(raftPeers); {
 		case errors.Is(err, consensus.ErrBootstrapConflict):
@@ -156,6 +173,12 @@ func serve(ctx context.Context, cfg *config.Manager, bootstrap bool, logger *slo
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "quire_manager_build_info", Help: "Always 1; the version label names the build."}, []string{"version"})
 	buildInfo.WithLabelValues(buildinfo.String()).Set(1)
 	reg.MustRegister(buildInfo)
+	plaintext := prometheus.NewGauge(prometheus.GaugeOpts{Name: "quire_tls_plaintext",
+		Help: "1 when this process runs without TLS (tls.insecure_plaintext: allowed on loopback only); then nobody is authenticated."})
+	if cfg.TLS.InsecurePlaintext {
+		plaintext.Set(1)
+	}
+	reg.MustRegister(plaintext)
 
 	srv, err := server.New(server.Config{
 		Node: node, Peers: peers, TLS: clientTLS, Insecure: cfg.TLS.InsecurePlaintext, Logger: logger, Registerer: reg,
@@ -166,13 +189,23 @@ func serve(ctx context.Context, cfg *config.Manager, bootstrap bool, logger *slo
 	}
 	defer srv.Close()
 
+	// Every method has a rule (package authz); calls a follower forwards
+	// are judged by the caller the follower vouches for.
+	az, err := authz.New(authz.Config{Plaintext: cfg.TLS.InsecurePlaintext, Forwarders: peerIDs, Logger: logger, Registerer: reg, Revoked: revoked})
+	if err != nil {
+		return err
+	}
 	opts := []grpc.ServerOption{grpc.UnaryInterceptor(srv.UnaryInterceptor())}
+	opts = append(opts, az.ServerOptions()...)
 	if serverTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(serverTLS)))
 	}
 	opts = append(opts, rpcopts.Server()...)
 	g := grpc.NewServer(opts...)
 	srv.Register(g)
+	if err := az.Verify(g); err != nil {
+		return err
+	}
 	gln, err := net.Listen("tcp", cfg.GRPCListen)
 	if err != nil {
 		return fmt.Errorf("listen grpc_listen %s: %w", cfg.GRPCListen, err)

@@ -141,12 +141,12 @@ func TestThreeManagers(t *testing.T) {
 	var peers []peerAddrs
 	for i := range 3 {
 		id := fmt.Sprintf("m%d", i+1)
-		if err := certs.Issue(caDir, caDir, id, []string{"127.0.0.1"}); err != nil {
+		if err := certs.Issue(caDir, caDir, id, certs.RoleManager, []string{"127.0.0.1"}); err != nil {
 			t.Fatal(err)
 		}
 		peers = append(peers, peerAddrs{id, freeAddr(t), freeAddr(t), freeAddr(t)})
 	}
-	if err := certs.Issue(caDir, caDir, "operator", []string{"127.0.0.1"}); err != nil {
+	if err := certs.Issue(caDir, caDir, "operator", certs.RoleOperator, nil); err != nil {
 		t.Fatal(err)
 	}
 	var paths []string
@@ -275,5 +275,26 @@ func TestUsageErrors(t *testing.T) {
 		if err := run(context.Background(), args, io.Discard, io.Discard, nil); !errors.Is(err, errUsage) {
 			t.Errorf("run %q: %v, want a usage error", args, err)
 		}
+	}
+}
+
+// Plaintext is refused at start-up unless every address is on loopback;
+// the error names the key.
+func TestPlaintextOffLoopbackRefused(t *testing.T) {
+	dir := t.TempDir()
+	base := "node_id: m1\ndata_dir: " + filepath.Join(dir, "data") + "\ntls: {insecure_plaintext: true}\n" +
+		"raft_listen: 127.0.0.1:0\nhttp_listen: 127.0.0.1:0\n" +
+		"peers: [{id: m1, raft_addr: \"127.0.0.1:17300\", grpc_addr: \"127.0.0.1:17301\"}]\n"
+	path := filepath.Join(dir, "m.yaml")
+	if err := os.WriteFile(path, []byte(base+"grpc_listen: 0.0.0.0:0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := run(context.Background(), []string{"--config", path}, io.Discard, io.Discard, nil)
+	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "grpc_listen: \"0.0.0.0:0\" is not a loopback address") {
+		t.Fatalf("plaintext on 0.0.0.0: %v", err)
+	}
+	// --check says the same.
+	if err := run(context.Background(), []string{"--config", path, "--check"}, io.Discard, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "grpc_listen") {
+		t.Fatalf("--check: %v", err)
 	}
 }

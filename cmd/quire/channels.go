@@ -100,6 +100,7 @@ func (f *tlsFlags) creds(name string) (credentials.TransportCredentials, error) 
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	certs.RequirePeer(tc, certs.WantRole(certs.RoleAgent)) // --agent names an agent
 	return credentials.NewTLS(tc), nil
 }
 

@@ -101,6 +101,7 @@ func (f *clusterFlags) connect(name string) (*manager.Client, context.Context, c
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("%s: %w", name, err)
 		}
+		certs.RequirePeer(tc, certs.WantRole(certs.RoleManager)) // only managers answer cluster commands
 		cfg.TLS = tc
 	}
 	cl, err := manager.NewClient(cfg)

@@ -71,14 +71,14 @@ func TestClusterCommands(t *testing.T) {
 		}
 	}
 
-	// An agent heartbeats; status shows its positions.
+	// The agents heartbeat, each as itself; status shows their positions.
 	agent := c.Client("a")
 	ctx := managertest.Context(t)
 	if _, err := agent.Heartbeat(ctx, manager.Report{NodeID: "a", Role: manager.RolePrimary, Epoch: 1, LastEpoch: 1,
 		DatabaseHealthy: true, DurableSeqno: 42, CommitIndex: 40}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := agent.Heartbeat(ctx, manager.Report{NodeID: "b", Role: manager.RoleReplica, Epoch: 1, LastEpoch: 1,
+	if _, err := c.Client("b").Heartbeat(ctx, manager.Report{NodeID: "b", Role: manager.RoleReplica, Epoch: 1, LastEpoch: 1,
 		DatabaseHealthy: true, ReadOnly: true, DurableSeqno: 40, AppliedSeqno: 39}); err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestClusterCommands(t *testing.T) {
 	if out := q.ok("members", "update", "--id", "b", "--priority", "7"); !strings.Contains(out, "updated b") {
 		t.Errorf("members update: %q", out)
 	}
-	ms, err := agent.Members(ctx)
+	ms, err := c.Client("operator").Members(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

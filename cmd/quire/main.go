@@ -2,7 +2,7 @@
 //
 //	quire version
 //	quire certs init  --dir DIR
-//	quire certs issue --dir DIR --name NODE --hosts HOST[,HOST...]
+//	quire certs issue --dir DIR --role operator|manager|agent --name NAME [--hosts HOST[,HOST...]]
 package main
 
 import (
@@ -25,7 +25,14 @@ const usage = `quire — operate a Quire cluster
 Usage:
   quire version
   quire certs init  --dir DIR [--cn NAME]             create a CA for mutual TLS
-  quire certs issue --dir DIR --name NODE --hosts H,… issue a node certificate
+  quire certs issue --dir DIR --role ROLE --name NAME [--hosts H,…] [--if-missing]
+                                                      issue a certificate for a role: operator (the
+                                                      CLI; no hosts), manager or agent (--hosts: the
+                                                      names and IPs it is reached at)
+  quire certs revoke (--serial HEX | --cert FILE) [--name N] [--reason R]
+                                                      the managers revoke a certificate: every
+                                                      manager and agent refuses it from then on
+  quire certs revoked                                 the revocation list
   quire log dump    --dir DIR [--from N] [--to N] [--json]
                                                       print transaction-log records
   quire channels    --agent H:P [--json]              a replica agent's applier channels (its /status)
@@ -118,7 +125,7 @@ func parse(fs *flag.FlagSet, args []string) error {
 
 func runCerts(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("certs: say init or issue: %w", errUsage)
+		return fmt.Errorf("certs: say init, issue, revoke or revoked: %w", errUsage)
 	}
 	switch args[0] {
 	case "init":
@@ -140,13 +147,19 @@ func runCerts(args []string, stdout, stderr io.Writer) error {
 		fs := newFlags("certs issue", stderr)
 		dir := fs.String("dir", "", "directory holding the CA")
 		out := fs.String("out", "", "directory for the node's files (default: --dir)")
-		name := fs.String("name", "", "node name (becomes the certificate's CN and a DNS SAN)")
-		hosts := fs.String("hosts", "", "comma-separated host names and IP addresses the node is reached at")
+		name := fs.String("name", "", "node or operator name: a manager's or agent's must equal its node_id (becomes the CN and the name in the quire:// URI SAN)")
+		roleName := fs.String("role", "", "what the holder may do: operator, manager or agent")
+		hosts := fs.String("hosts", "", "comma-separated host names and IP addresses the node is reached at (managers and agents)")
+		ifMissing := fs.Bool("if-missing", false, "keep an existing NAME.crt that already carries this role and name (a certificate issued before roles existed is issued again)")
 		if err := parse(fs, args[1:]); err != nil {
 			return err
 		}
-		if *dir == "" || *name == "" {
-			return fmt.Errorf("certs issue: --dir and --name are required: %w", errUsage)
+		if *dir == "" || *name == "" || *roleName == "" {
+			return fmt.Errorf("certs issue: --dir, --role and --name are required: %w", errUsage)
+		}
+		role, err := certs.ParseRole(*roleName)
+		if err != nil {
+			return fmt.Errorf("certs issue: --role: %v: %w", err, errUsage)
 		}
 		if *out == "" {
 			*out = *dir
@@ -157,11 +170,19 @@ func runCerts(args []string, stdout, stderr io.Writer) error {
 				hs = append(hs, h)
 			}
 		}
-		if err := certs.Issue(*dir, *out, *name, hs); err != nil {
+		if *ifMissing && certs.Holds(*out, *name, role) {
+			fmt.Fprintf(stdout, "kept the %s certificate of %s in %s\n", role, *name, certs.CertFile(*out, *name))
+			return nil
+		}
+		if err := certs.Issue(*dir, *out, *name, role, hs); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "certificate for %s written to %s and %s\n", *name, certs.CertFile(*out, *name), certs.KeyFile(*out, *name))
+		fmt.Fprintf(stdout, "%s certificate for %s written to %s and %s\n", role, *name, certs.CertFile(*out, *name), certs.KeyFile(*out, *name))
 		return nil
+	case "revoke":
+		return runCertsRevoke(args[1:], stdout, stderr)
+	case "revoked":
+		return runCertsRevoked(args[1:], stdout, stderr)
 	}
 	return fmt.Errorf("certs: unknown subcommand %q: %w", args[0], errUsage)
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/quire-ha/quire/agent"
+	"github.com/quire-ha/quire/certs"
 	"github.com/quire-ha/quire/internal/mariadbtest"
 )
 
@@ -77,6 +78,10 @@ type Options struct {
 	Policy  string
 	// Extra YAML appended to the generated configuration.
 	Extra string
+	// CADir, if set, is a CA directory (certs.InitCA; e.g. a
+	// managertest cluster's CADir): the agent gets an agent certificate for
+	// Node from it and speaks mutual TLS. Empty: plaintext on loopback.
+	CADir string
 }
 
 // Proc is one agent process.
@@ -110,7 +115,8 @@ func Start(tb testing.TB, o Options) *Proc {
 	dir := tb.TempDir()
 	p := &Proc{Opts: o, Dir: dir, GRPCAddr: freeAddr(tb), HTTPAddr: freeAddr(tb), tb: tb, logs: &bytes.Buffer{}}
 	pwFile := filepath.Join(dir, "mysql.password")
-	if err := os.WriteFile(pwFile, []byte(o.DB.Password+"\n"), 0o600); err != nil {
+	// The agent logs in with exactly its privileges (accounts.Agent).
+	if err := os.WriteFile(pwFile, []byte(o.DB.AgentPassword+"\n"), 0o600); err != nil {
 		tb.Fatal(err)
 	}
 	if o.Role == "" {
@@ -132,7 +138,7 @@ mysql:
   port: %d
   user: %s
   password_file: %s
-tls: {insecure_plaintext: true}
+%s
 replication:
   heartbeat: 200ms
   k: %d
@@ -141,8 +147,8 @@ replication:
 static:
   role: %s
   epoch: %d
-`, o.Node, p.GRPCAddr, p.HTTPAddr, filepath.Join(dir, "data"), o.DB.Port, o.DB.User, pwFile,
-		o.K, strings.Join(o.SyncSet, ", "), o.Policy, o.Role, o.Epoch)
+`, o.Node, p.GRPCAddr, p.HTTPAddr, filepath.Join(dir, "data"), o.DB.Port, o.DB.AgentUser, pwFile,
+		tlsYAML(tb, o, dir), o.K, strings.Join(o.SyncSet, ", "), o.Policy, o.Role, o.Epoch)
 	if o.PrimaryAgent != "" {
 		cfg += "  primary_agent: " + o.PrimaryAgent + "\n"
 	}
@@ -161,6 +167,19 @@ static:
 		tb.Fatal(err)
 	}
 	return p
+}
+
+// tlsYAML is the agent's tls: section: an agent certificate for o.Node
+// from o.CADir, or plaintext.
+func tlsYAML(tb testing.TB, o Options, dir string) string {
+	if o.CADir == "" {
+		return "tls: {insecure_plaintext: true}"
+	}
+	if err := certs.Issue(o.CADir, dir, o.Node, certs.RoleAgent, []string{"127.0.0.1", "localhost"}); err != nil {
+		tb.Fatal(err)
+	}
+	return fmt.Sprintf("tls: {ca_file: %s, cert_file: %s, key_file: %s}",
+		filepath.Join(o.CADir, certs.CACert), certs.CertFile(dir, o.Node), certs.KeyFile(dir, o.Node))
 }
 
 // Restart starts the process again (after Kill) on the same data.

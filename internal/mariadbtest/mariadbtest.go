@@ -30,6 +30,8 @@ import (
 	"time"
 
 	_ "github.com/go-sql-driver/mysql" // database/sql driver
+
+	"github.com/quire-ha/quire/accounts"
 )
 
 // DirPrefix starts the name of every temporary directory the harness makes.
@@ -76,6 +78,12 @@ type Instance struct {
 	Dir string
 	// User and Password log in over TCP with every privilege.
 	User, Password string
+	// AgentUser and AgentPassword log in over TCP with exactly the agent's
+	// privileges (accounts.Agent); agenttest runs agents with them.
+	AgentUser, AgentPassword string
+	// AppUser and AppPassword are an application account (accounts.App on
+	// schema AppDatabase; the schema is not created).
+	AppUser, AppPassword string
 	// DB is a connection pool to the instance (reconnects after Restart).
 	DB *sql.DB
 
@@ -91,6 +99,19 @@ func (in *Instance) Addr() string { return net.JoinHostPort(in.Host, strconv.Ito
 // DSN returns a go-sql-driver/mysql DSN for database db (may be empty).
 func (in *Instance) DSN(db string) string {
 	return fmt.Sprintf("%s:%s@tcp(%s)/%s?parseTime=true&multiStatements=true&interpolateParams=true", in.User, in.Password, in.Addr(), db)
+}
+
+// AppDatabase is the schema the application account may use.
+const AppDatabase = "app"
+
+// AgentDSN is DSN for the agent's account; AppDSN for the application's.
+func (in *Instance) AgentDSN(db string) string {
+	return fmt.Sprintf("%s:%s@tcp(%s)/%s?parseTime=true&multiStatements=true&interpolateParams=true", in.AgentUser, in.AgentPassword, in.Addr(), db)
+}
+
+// AppDSN is DSN for the application account.
+func (in *Instance) AppDSN(db string) string {
+	return fmt.Sprintf("%s:%s@tcp(%s)/%s?parseTime=true&interpolateParams=true", in.AppUser, in.AppPassword, in.Addr(), db)
 }
 
 // DataDir is the instance's MariaDB data directory.
@@ -195,6 +216,7 @@ func newInstance(tb testing.TB, idx int, o Options) (*Instance, error) {
 	in := &Instance{
 		Index: idx, ServerID: o.ServerIDBase + uint32(idx), Host: "127.0.0.1",
 		Dir: dir, User: "quiretest", Password: "quiretest", tb: tb,
+		AgentUser: "quireagent", AgentPassword: "quireagent", AppUser: "app", AppPassword: "app",
 		done: make(chan struct{}),
 	}
 	close(in.done)
@@ -362,6 +384,10 @@ func (in *Instance) createUser() error {
 		"SET SESSION sql_log_bin=0",
 		fmt.Sprintf("CREATE USER IF NOT EXISTS '%s'@'127.0.0.1' IDENTIFIED BY '%s'", in.User, in.Password),
 		fmt.Sprintf("GRANT ALL ON *.* TO '%s'@'127.0.0.1' WITH GRANT OPTION", in.User),
+		fmt.Sprintf("CREATE USER IF NOT EXISTS %s IDENTIFIED BY '%s'", accounts.Account(in.AgentUser, "127.0.0.1"), in.AgentPassword),
+		accounts.Grant(accounts.Agent, accounts.AgentOn, in.AgentUser, "127.0.0.1"),
+		fmt.Sprintf("CREATE USER IF NOT EXISTS %s IDENTIFIED BY '%s'", accounts.Account(in.AppUser, "127.0.0.1"), in.AppPassword),
+		accounts.Grant(accounts.App, accounts.AppOn(AppDatabase), in.AppUser, "127.0.0.1"),
 		"RESET MASTER",
 	} {
 		if _, err := db.Exec(q); err != nil {

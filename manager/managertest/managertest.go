@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/quire-ha/quire/authz"
 	"github.com/quire-ha/quire/certs"
 	"github.com/quire-ha/quire/consensus"
 	"github.com/quire-ha/quire/manager"
@@ -39,6 +40,8 @@ type Options struct {
 // Cluster is a set of in-process managers. Managers[i] is nil while
 // manager i is stopped.
 type Cluster struct {
+	// Revoked is every manager's revocation list (they follow Raft's).
+	Revoked  *certs.RevocationList
 	t        testing.TB
 	dir      string
 	opts     Options
@@ -56,6 +59,8 @@ type Manager struct {
 	Server   *server.Server
 	grpc     *grpc.Server
 	served   chan struct{}
+
+	stopRevocations context.CancelFunc
 }
 
 // Start starts n managers (ids m1..mn), bootstraps them and waits for a
@@ -65,7 +70,8 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 	if opts.CommitRecordInterval == 0 {
 		opts.CommitRecordInterval = 100 * time.Millisecond
 	}
-	c := &Cluster{t: t, dir: t.TempDir(), opts: opts, Managers: make([]*Manager, n), raftCfgs: make([]consensus.Config, n)}
+	c := &Cluster{t: t, dir: t.TempDir(), opts: opts, Managers: make([]*Manager, n), raftCfgs: make([]consensus.Config, n),
+		Revoked: certs.NewRevocationList()}
 	t.Cleanup(c.StopAll)
 	if !opts.Insecure {
 		if err := certs.InitCA(c.CADir(), "managertest CA"); err != nil {
@@ -78,7 +84,7 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 	for i := range n {
 		id := fmt.Sprintf("m%d", i+1)
 		if !opts.Insecure {
-			if err := certs.Issue(c.CADir(), c.CADir(), id, []string{"127.0.0.1", "localhost"}); err != nil {
+			if err := certs.Issue(c.CADir(), c.CADir(), id, certs.RoleManager, []string{"127.0.0.1", "localhost"}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -98,6 +104,7 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 			LeaderLeaseTimeout: 250 * time.Millisecond,
 			CommitTimeout:      10 * time.Millisecond,
 			TransportTimeout:   2 * time.Second,
+			PeerIDs:            ids(n),
 		}
 		node, err := consensus.Open(cfg)
 		if err != nil {
@@ -165,12 +172,43 @@ func (w *testWriter) stop() {
 // issued for it (name.crt, name.key).
 func (c *Cluster) CADir() string { return filepath.Join(c.dir, "ca") }
 
-// Files returns the certificate files of name, issuing them on first use.
+// ids are the managers' IDs m1..mn.
+func ids(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("m%d", i+1)
+	}
+	return out
+}
+
+// RoleFor is the role Files gives name: manager for the managers' IDs,
+// operator for names starting with "operator", agent otherwise.
+func (c *Cluster) RoleFor(name string) certs.Role {
+	for _, p := range c.peers {
+		if p.ID == name {
+			return certs.RoleManager
+		}
+	}
+	if strings.HasPrefix(name, "operator") {
+		return certs.RoleOperator
+	}
+	return certs.RoleAgent
+}
+
+// Files returns the certificate files of name in the role RoleFor gives
+// it, issuing them on first use.
 func (c *Cluster) Files(name string) certs.Files {
+	c.t.Helper()
+	return c.FilesAs(name, c.RoleFor(name))
+}
+
+// FilesAs returns the certificate files of name, issuing them for role on
+// first use (a name keeps the role it was first issued with).
+func (c *Cluster) FilesAs(name string, role certs.Role) certs.Files {
 	c.t.Helper()
 	dir := c.CADir()
 	if _, err := os.Stat(certs.CertFile(dir, name)); err != nil {
-		if err := certs.Issue(dir, dir, name, []string{"127.0.0.1", "localhost"}); err != nil {
+		if err := certs.Issue(dir, dir, name, role, []string{"127.0.0.1", "localhost"}); err != nil {
 			c.t.Fatal(err)
 		}
 	}
@@ -178,7 +216,8 @@ func (c *Cluster) Files(name string) certs.Files {
 }
 
 // ClientTLS returns the client TLS configuration of name (nil when the
-// cluster is insecure).
+// cluster is insecure): it presents name's certificate (Files) and accepts
+// only managers as servers.
 func (c *Cluster) ClientTLS(name string) *tls.Config {
 	c.t.Helper()
 	if c.opts.Insecure {
@@ -188,6 +227,8 @@ func (c *Cluster) ClientTLS(name string) *tls.Config {
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	certs.RequirePeer(cfg, certs.WantRole(certs.RoleManager))
+	certs.CheckRevoked(cfg, c.Revoked)
 	return cfg
 }
 
@@ -207,12 +248,24 @@ func (c *Cluster) serve(i int, node *consensus.Node, ln net.Listener) *Manager {
 		if err != nil {
 			c.t.Fatal(err)
 		}
+		certs.CheckRevoked(tc, c.Revoked)
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	opts = append(opts, grpc.UnaryInterceptor(srv.UnaryInterceptor()))
+	az, err := authz.New(authz.Config{Plaintext: c.opts.Insecure, Forwarders: ids(len(c.peers)), Logger: Logger(c.t).With("manager", id), Revoked: c.Revoked})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	opts = append(opts, az.ServerOptions()...)
 	g := grpc.NewServer(opts...)
 	srv.Register(g)
+	if err := az.Verify(g); err != nil {
+		c.t.Fatal(err)
+	}
 	m := &Manager{ID: id, RaftAddr: node.Addr(), GRPCAddr: ln.Addr().String(), Node: node, Server: srv, grpc: g, served: make(chan struct{})}
+	rctx, stop := context.WithCancel(context.Background())
+	m.stopRevocations = stop
+	go server.FollowRevocations(rctx, node, c.Revoked, nil)
 	go func() {
 		defer close(m.served)
 		g.Serve(ln)
@@ -227,6 +280,7 @@ func (c *Cluster) Stop(i int) {
 	if m == nil {
 		return
 	}
+	m.stopRevocations()
 	m.grpc.Stop()
 	<-m.served
 	if err := m.Server.Close(); err != nil {

@@ -40,6 +40,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/quire-ha/quire/api/managerpb"
+	"github.com/quire-ha/quire/authz"
 	"github.com/quire-ha/quire/consensus"
 	"github.com/quire-ha/quire/internal/rpcopts"
 	"github.com/quire-ha/quire/manager"
@@ -56,7 +57,7 @@ const (
 
 // ForwardedByKey is the metadata key that marks a call a follower forwarded
 // to the leader; its value is the follower's ID.
-const ForwardedByKey = "quire-forwarded-by"
+const ForwardedByKey = authz.ForwardedByKey
 
 // Peer is one manager: its Raft server ID and addresses.
 type Peer struct {
@@ -689,7 +690,7 @@ func forward[Req, Resp any](s *Server, ctx context.Context, method string, req R
 	if s.met != nil {
 		s.met.forwarded.WithLabelValues(method).Inc()
 	}
-	fctx := metadata.AppendToOutgoingContext(ctx, ForwardedByKey, s.id)
+	fctx := metadata.AppendToOutgoingContext(authz.Forwarding(ctx), ForwardedByKey, s.id) // the leader judges the original caller
 	resp, err = call(managerpb.NewManagerServiceClient(conn), fctx, req)
 	if err == nil {
 		return resp, nil, true

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/quire-ha/quire/api/managerpb"
+	"github.com/quire-ha/quire/authz"
 	"github.com/quire-ha/quire/certs"
 	"github.com/quire-ha/quire/consensus"
 	"github.com/quire-ha/quire/manager"
@@ -152,9 +153,17 @@ func TestFollowerForwardsWrites(t *testing.T) {
 		t.Errorf("leader state after forwarded writes: %+v", st)
 	}
 	// Heartbeats and reads are forwarded too; the positions are the
-	// leader's.
+	// leader's. The leader judges the agent the follower vouches for.
 	ctx := managertest.Context(t)
-	if _, err := cl.Heartbeat(ctx, manager.Report{NodeID: "b", Role: manager.RoleReplica, Epoch: 1, DatabaseHealthy: true, DurableSeqno: 7}); err != nil {
+	ag, err := manager.NewClient(manager.ClientConfig{Addrs: []string{c.Managers[f].GRPCAddr}, TLS: c.ClientTLS("b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ag.Close()
+	if _, err := ag.Heartbeat(ctx, manager.Report{NodeID: "c", Role: manager.RoleReplica, Epoch: 1, DatabaseHealthy: true, DurableSeqno: 7}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("b's heartbeat for c through the follower: %v, want PermissionDenied", err)
+	}
+	if _, err := ag.Heartbeat(ctx, manager.Report{NodeID: "b", Role: manager.RoleReplica, Epoch: 1, DatabaseHealthy: true, DurableSeqno: 7}); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := c.Managers[l].Server.Positions()["b"]; !ok {
@@ -178,14 +187,18 @@ func TestForwardedCallIsNotForwardedAgain(t *testing.T) {
 	c := managertest.Start(t, 3, managertest.Options{})
 	l := c.Leader()
 	f := (l + 1) % 3
-	tc := c.ClientTLS("operator")
+	// The third manager forwards an operator's call to the follower.
+	other := c.Managers[3-l-f].ID
+	tc := c.ClientTLS(other)
 	conn, err := grpc.NewClient(c.Managers[f].GRPCAddr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	ctx := managertest.Context(t)
-	ctx = metadata.AppendToOutgoingContext(ctx, server.ForwardedByKey, "m9")
+	_, err = managerpb.NewManagerServiceClient(conn).SetK(metadata.AppendToOutgoingContext(ctx, server.ForwardedByKey, other), &managerpb.SetKRequest{K: 0})
+	wantCode(t, "forwarded call without its original caller", err, codes.PermissionDenied, "upgrade it")
+	ctx = metadata.AppendToOutgoingContext(ctx, server.ForwardedByKey, other, authz.ForwardedForKey, "operator/operator")
 	_, err = managerpb.NewManagerServiceClient(conn).SetK(ctx, &managerpb.SetKRequest{K: 0})
 	wantCode(t, "forwarded call on a follower", err, codes.Unavailable, "not the leader")
 	st := status.Convert(err)
@@ -245,8 +258,15 @@ func TestInvalidInputChangesNothing(t *testing.T) {
 	defer conn.Close()
 	raw := managerpb.NewManagerServiceClient(conn)
 	long := strings.Repeat("x", manager.MaxErrorLen+1)
+	// Agents speak for themselves (an empty node id is nobody's).
+	agentFor := func(id string) *manager.Client {
+		if id == "" {
+			id = "b"
+		}
+		return c.Client(id)
+	}
 	hb := func(r manager.Report) func() error {
-		return func() error { _, err := cl.Heartbeat(ctx, r); return err }
+		return func() error { _, err := agentFor(r.NodeID).Heartbeat(ctx, r); return err }
 	}
 	cases := []struct {
 		name    string
@@ -281,22 +301,22 @@ func TestInvalidInputChangesNothing(t *testing.T) {
 		}, []string{"failover_timeout", "positive"}},
 		{"init empty primary", func() error { _, err := cl.InitCluster(ctx, "", nil); return err }, []string{"primary", "empty"}},
 		{"acknowledge without failover", func() error { _, err := cl.AcknowledgeFailover(ctx, "op"); return err }, []string{"last_failover"}},
-		{"heartbeat empty node", hb(manager.Report{Role: manager.RoleReplica}), []string{"node_id", "empty"}},
+		{"heartbeat empty node", hb(manager.Report{Role: manager.RoleReplica}), []string{`may not speak for node ""`}},
 		{"heartbeat unknown node", hb(manager.Report{NodeID: "zz", Role: manager.RoleReplica}), []string{"node_id", `"zz"`, "not a member"}},
 		{"heartbeat bad role", hb(manager.Report{NodeID: "b", Role: "boss"}), []string{"role", "boss"}},
 		{"heartbeat last epoch ahead", hb(manager.Report{NodeID: "b", Role: manager.RoleReplica, Epoch: 1, LastEpoch: 2}), []string{"last_epoch=2"}},
 		{"heartbeat long error", hb(manager.Report{NodeID: "b", Role: manager.RoleReplica, Error: long}), []string{"error", "4097"}},
 		{"heartbeat empty channel", hb(manager.Report{NodeID: "b", Role: manager.RoleReplica, Applied: map[string]uint64{"": 1}}), []string{"applied", "channel"}},
 		{"register empty node", func() error {
-			_, err := cl.RegisterAgent(ctx, manager.Registration{AgentAddr: "127.0.0.1:7402", MySQLAddr: "127.0.0.1:33062"})
+			_, err := agentFor("").RegisterAgent(ctx, manager.Registration{AgentAddr: "127.0.0.1:7402", MySQLAddr: "127.0.0.1:33062"})
 			return err
-		}, []string{"node_id", "empty"}},
+		}, []string{`may not speak for node ""`}},
 		{"register unknown node", func() error {
-			_, err := cl.RegisterAgent(ctx, manager.Registration{NodeID: "zz", AgentAddr: "127.0.0.1:1", MySQLAddr: "127.0.0.1:2"})
+			_, err := agentFor("zz").RegisterAgent(ctx, manager.Registration{NodeID: "zz", AgentAddr: "127.0.0.1:1", MySQLAddr: "127.0.0.1:2"})
 			return err
 		}, []string{"node_id", `"zz"`}},
 		{"register bad address", func() error {
-			_, err := cl.RegisterAgent(ctx, manager.Registration{NodeID: "b", AgentAddr: "b-host", MySQLAddr: "127.0.0.1:33062"})
+			_, err := agentFor("b").RegisterAgent(ctx, manager.Registration{NodeID: "b", AgentAddr: "b-host", MySQLAddr: "127.0.0.1:33062"})
 			return err
 		}, []string{"agent_addr", "b-host"}},
 	}
@@ -304,7 +324,11 @@ func TestInvalidInputChangesNothing(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before, pos := l.Node.State(), l.Server.Positions()
-			wantCode(t, tc.name, tc.call(), codes.InvalidArgument, tc.mention...)
+			code := codes.InvalidArgument
+			if strings.Contains(tc.name, "empty node") {
+				code = codes.PermissionDenied // authorization answers first
+			}
+			wantCode(t, tc.name, tc.call(), code, tc.mention...)
 			if after := l.Node.State(); !reflect.DeepEqual(after, before) {
 				t.Errorf("state changed:\n before %+v\n after  %+v", before, after)
 			}
@@ -330,7 +354,7 @@ func TestForeignCertificateRefused(t *testing.T) {
 	if err := certs.InitCA(rogueDir, "rogue CA"); err != nil {
 		t.Fatal(err)
 	}
-	if err := certs.Issue(rogueDir, rogueDir, "operator", []string{"127.0.0.1"}); err != nil {
+	if err := certs.Issue(rogueDir, rogueDir, "operator", certs.RoleOperator, nil); err != nil {
 		t.Fatal(err)
 	}
 	// The rogue client trusts the real CA (so only the managers' check of
@@ -403,6 +427,7 @@ func TestHeartbeatPositionsAndHealth(t *testing.T) {
 		t.Fatal(err)
 	}
 	agent := c.Client("b") // a fake agent with its own certificate
+	agentA := c.Client("a")
 
 	asg, err := agent.RegisterAgent(ctx, manager.Registration{NodeID: "b", AgentAddr: "0.0.0.0:7402", MySQLAddr: "127.0.0.1:33999"})
 	if err != nil {
@@ -420,7 +445,7 @@ func TestHeartbeatPositionsAndHealth(t *testing.T) {
 		DurableSeqno: 100, CommitIndex: 90, LastCommitTime: t0.Add(10 * time.Second)}
 	replica := manager.Report{NodeID: "b", Role: manager.RoleReplica, Epoch: 1, LastEpoch: 1, DatabaseHealthy: true, ReadOnly: true,
 		DurableSeqno: 95, CommitIndex: 90, Applied: map[string]uint64{"0": 88, "1": 90}, AppliedCommitTime: t0.Add(7 * time.Second)}
-	pa, err := cl.Heartbeat(ctx, primary)
+	pa, err := agentA.Heartbeat(ctx, primary)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,7 +491,7 @@ func TestHeartbeatPositionsAndHealth(t *testing.T) {
 	// b stops heartbeating; a keeps going. b turns unhealthy after the
 	// failover timeout, a stays healthy.
 	managertest.WaitFor(t, "b to turn unhealthy", func() bool {
-		if _, err := cl.Heartbeat(ctx, primary); err != nil {
+		if _, err := agentA.Heartbeat(ctx, primary); err != nil {
 			t.Fatal(err)
 		}
 		st, err := cl.Status(ctx)
@@ -508,11 +533,12 @@ func TestDegradedMarker(t *testing.T) {
 	c := managertest.Start(t, 3, managertest.Options{})
 	cl := c.Client("operator")
 	setup(t, cl)
+	agentA, agentB := c.Client("a"), c.Client("b")
 	ctx := managertest.Context(t)
 	primary := manager.Report{NodeID: "a", Role: manager.RolePrimary, Epoch: 1, LastEpoch: 1, DatabaseHealthy: true,
 		DurableSeqno: 50, CommitIndex: 40, Degraded: true}
 	// Under policy strict the marker is never set.
-	a, err := cl.Heartbeat(ctx, primary)
+	a, err := agentA.Heartbeat(ctx, primary)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -524,10 +550,10 @@ func TestDegradedMarker(t *testing.T) {
 	}
 	// A replica cannot degrade the cluster.
 	rep := manager.Report{NodeID: "b", Role: manager.RoleReplica, Epoch: 1, Degraded: true}
-	if a, err := cl.Heartbeat(ctx, rep); err != nil || a.Degraded != nil {
+	if a, err := agentB.Heartbeat(ctx, rep); err != nil || a.Degraded != nil {
 		t.Fatalf("replica's degraded flag: %v %+v", err, a.Degraded)
 	}
-	a, err = cl.Heartbeat(ctx, primary)
+	a, err = agentA.Heartbeat(ctx, primary)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -536,13 +562,13 @@ func TestDegradedMarker(t *testing.T) {
 	}
 	// Not cleared while the sync set lags.
 	primary.Degraded, primary.DurableSeqno, primary.CommitIndex = false, 60, 55
-	if a, err := cl.Heartbeat(ctx, primary); err != nil || a.Degraded == nil {
+	if a, err := agentA.Heartbeat(ctx, primary); err != nil || a.Degraded == nil {
 		t.Fatalf("marker cleared while commit index 55 < durable 60: %v %+v", err, a)
 	}
 	// Cleared once K members hold everything.
 	primary.CommitIndex = 60
 	managertest.WaitFor(t, "the degraded marker to clear", func() bool {
-		a, err := cl.Heartbeat(ctx, primary)
+		a, err := agentA.Heartbeat(ctx, primary)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -40,21 +40,8 @@ func startManaged(t *testing.T) *managedCluster {
 	c := &managedCluster{t: t}
 	c.mc = managertest.Start(t, 3, managertest.Options{Insecure: true})
 	c.dbs = mariadbtest.Start(t, 3, mariadbtest.Options{Settings: mariadbtest.FailClosed})
-	for _, db := range c.dbs {
-		conn, err := db.DB.Conn(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, q := range []string{"SET SESSION sql_log_bin = 0",
-			"CREATE USER app@'127.0.0.1' IDENTIFIED BY 'app'", "GRANT SELECT, INSERT ON app.* TO app@'127.0.0.1'",
-			"SET SESSION sql_log_bin = 1"} { // the connection goes back to the pool
-			if _, err := conn.ExecContext(context.Background(), q); err != nil {
-				t.Fatalf("%s: %v", q, err)
-			}
-		}
-		conn.Close()
-	}
-	app, err := sql.Open("mysql", "app:app@tcp("+c.dbs[0].Addr()+")/app")
+	// The harness's application account (mariadbtest.AppDSN).
+	app, err := sql.Open("mysql", c.dbs[0].AppDSN(mariadbtest.AppDatabase))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,9 +318,17 @@ func TestPrimaryLeaseLost(t *testing.T) {
 	c.procs[0].WaitStatus("db1 fenced itself after losing its lease", 30*time.Second, func(s agent.Status) bool {
 		return s.Role.Kind == agent.RolePrimary && !s.Writable
 	})
-	var ro bool
-	if err := c.dbs[0].DB.QueryRow("SELECT @@global.read_only").Scan(&ro); err != nil || !ro {
-		t.Fatalf("db1 read_only = %v (%v) without a lease", ro, err)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var ro bool
+		err := c.dbs[0].DB.QueryRow("SELECT @@global.read_only").Scan(&ro)
+		if err == nil && ro {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("db1 read_only = %v (%v) 30 s after it lost its lease; log:\n%s", ro, err, c.procs[0].LogTail(20))
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval
 	}
 	if _, err := c.app.Exec("INSERT INTO app.t VALUES (2, 'no lease')"); err == nil {
 		t.Fatal("the application wrote on a primary without a lease")

@@ -98,13 +98,32 @@ type Proc struct {
 	logs *bytes.Buffer
 }
 
+// handedOut holds every address freeAddr returned in this test binary: a
+// port the kernel offers again before the process it was given to binds
+// it must not go to a second agent.
+var handedOut = struct {
+	sync.Mutex
+	addrs map[string]bool
+}{addrs: map[string]bool{}}
+
 func freeAddr(tb testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		handedOut.Lock()
+		dup := handedOut.addrs[addr]
+		handedOut.addrs[addr] = true
+		handedOut.Unlock()
+		if !dup {
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	tb.Fatal("agenttest: no loopback port that was not handed out already")
+	return ""
 }
 
 // Start writes the configuration and starts the agent. The process is

@@ -57,6 +57,7 @@ const (
 	ManagerService_SetSettings_FullMethodName         = "/quire.manager.v1.ManagerService/SetSettings"
 	ManagerService_InitCluster_FullMethodName         = "/quire.manager.v1.ManagerService/InitCluster"
 	ManagerService_AcknowledgeFailover_FullMethodName = "/quire.manager.v1.ManagerService/AcknowledgeFailover"
+	ManagerService_History_FullMethodName             = "/quire.manager.v1.ManagerService/History"
 )
 
 // ManagerServiceClient is the client API for ManagerService service.
@@ -92,6 +93,10 @@ type ManagerServiceClient interface {
 	// AcknowledgeFailover lifts the anti-flapping block of the last automatic
 	// failover.
 	AcknowledgeFailover(ctx context.Context, in *AcknowledgeFailoverRequest, opts ...grpc.CallOption) (*ClusterState, error)
+	// History is the failover decision log kept in Raft (every detection,
+	// refusal and promotion with its reasons) and the epoch history with each
+	// promotion's certificate.
+	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
 }
 
 type managerServiceClient struct {
@@ -232,6 +237,16 @@ func (c *managerServiceClient) AcknowledgeFailover(ctx context.Context, in *Ackn
 	return out, nil
 }
 
+func (c *managerServiceClient) History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HistoryResponse)
+	err := c.cc.Invoke(ctx, ManagerService_History_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ManagerServiceServer is the server API for ManagerService service.
 // All implementations must embed UnimplementedManagerServiceServer
 // for forward compatibility.
@@ -265,6 +280,10 @@ type ManagerServiceServer interface {
 	// AcknowledgeFailover lifts the anti-flapping block of the last automatic
 	// failover.
 	AcknowledgeFailover(context.Context, *AcknowledgeFailoverRequest) (*ClusterState, error)
+	// History is the failover decision log kept in Raft (every detection,
+	// refusal and promotion with its reasons) and the epoch history with each
+	// promotion's certificate.
+	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
 	mustEmbedUnimplementedManagerServiceServer()
 }
 
@@ -313,6 +332,9 @@ func (UnimplementedManagerServiceServer) InitCluster(context.Context, *InitClust
 }
 func (UnimplementedManagerServiceServer) AcknowledgeFailover(context.Context, *AcknowledgeFailoverRequest) (*ClusterState, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method AcknowledgeFailover not implemented")
+}
+func (UnimplementedManagerServiceServer) History(context.Context, *HistoryRequest) (*HistoryResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method History not implemented")
 }
 func (UnimplementedManagerServiceServer) mustEmbedUnimplementedManagerServiceServer() {}
 func (UnimplementedManagerServiceServer) testEmbeddedByValue()                        {}
@@ -569,6 +591,24 @@ func _ManagerService_AcknowledgeFailover_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ManagerService_History_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServiceServer).History(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ManagerService_History_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServiceServer).History(ctx, req.(*HistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ManagerService_ServiceDesc is the grpc.ServiceDesc for ManagerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -627,6 +667,10 @@ var ManagerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AcknowledgeFailover",
 			Handler:    _ManagerService_AcknowledgeFailover_Handler,
+		},
+		{
+			MethodName: "History",
+			Handler:    _ManagerService_History_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -34,6 +34,11 @@ type Options struct {
 	Insecure bool
 	// CommitRecordInterval is passed to the servers (default 100ms).
 	CommitRecordInterval time.Duration
+	// AutoFailover lets the leader fail over automatically (off by
+	// default, so that tests which kill a primary on purpose keep it).
+	AutoFailover bool
+	// Agents, if set, replaces the servers' gRPC client of the agents.
+	Agents server.Agents
 }
 
 // Cluster is a set of in-process managers. Managers[i] is nil while
@@ -197,6 +202,7 @@ func (c *Cluster) serve(i int, node *consensus.Node, ln net.Listener) *Manager {
 	srv, err := server.New(server.Config{
 		Node: node, Peers: c.peers, TLS: c.ClientTLS(id), Insecure: c.opts.Insecure,
 		Logger: Logger(c.t).With("manager", id), CommitRecordInterval: c.opts.CommitRecordInterval,
+		AutoFailover: c.opts.AutoFailover, Agents: c.opts.Agents,
 	})
 	if err != nil {
 		c.t.Fatal(err)

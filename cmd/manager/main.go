@@ -160,6 +160,7 @@ func serve(ctx context.Context, cfg *config.Manager, bootstrap bool, logger *slo
 	srv, err := server.New(server.Config{
 		Node: node, Peers: peers, TLS: clientTLS, Insecure: cfg.TLS.InsecurePlaintext, Logger: logger, Registerer: reg,
 		InitSettings: &consensus.Settings{FailoverTimeout: cfg.Failover.Timeout, AntiFlapWindow: cfg.Failover.AntiFlapWindow},
+		AutoFailover: cfg.Failover.Auto,
 	})
 	if err != nil {
 		return err

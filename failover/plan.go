@@ -25,6 +25,8 @@ type Answer struct {
 	// Role and Epoch are the agent's current role and epoch.
 	Role  string
 	Epoch uint64
+	// DatabaseHealthy: the agent's database answered it.
+	DatabaseHealthy bool
 }
 
 // PlanInput is what a failover decision needs besides the cluster state.
@@ -102,7 +104,7 @@ func PlanFailover(st consensus.State, in PlanInput) (Plan, error) {
 		if a.ID == st.Primary {
 			continue
 		}
-		reports = append(reports, Candidate{ID: a.ID, Last: a.Last, Priority: prio[a.ID].Priority})
+		reports = append(reports, Candidate{ID: a.ID, Last: a.Last, Priority: prio[a.ID].Priority, Unhealthy: !a.DatabaseHealthy})
 	}
 	var since uint64
 	if st.Degraded != nil {
@@ -149,6 +151,9 @@ func PlanFailover(st consensus.State, in PlanInput) (Plan, error) {
 	if st.K > len(syncSet) {
 		p.Warnings = append(p.Warnings, fmt.Sprintf("the new sync set %s has fewer members than k=%d: commits wait until another member joins it (policy %s)",
 			formatSet(syncSet), st.K, st.Policy))
+	}
+	if e.Best.Unhealthy {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("the new primary %s's database does not answer its agent: it opens writes once the database is back (no other member holds everything it holds)", best.ID))
 	}
 	for _, w := range p.Warnings {
 		p.Reason += "; WARNING: " + w

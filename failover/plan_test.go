@@ -36,8 +36,10 @@ func cluster(t *testing.T, ids []string, syncSet []string, k int, commit uint64)
 }
 
 func ans(id string, epoch, seqno uint64) failover.Answer {
-	return failover.Answer{ID: id, Last: failover.LogPosition{Epoch: epoch, Seqno: seqno}, Durable: seqno, Role: "replica", Epoch: epoch}
+	return failover.Answer{ID: id, Last: failover.LogPosition{Epoch: epoch, Seqno: seqno}, Durable: seqno, Role: "replica", Epoch: epoch, DatabaseHealthy: true}
 }
+
+func sick(a failover.Answer) failover.Answer { a.DatabaseHealthy = false; return a }
 
 func TestPlanFailover(t *testing.T) {
 	now := t0.Add(time.Hour)
@@ -132,6 +134,19 @@ func TestPlanFailover(t *testing.T) {
 				Reported: map[string]uint64{"a": 80}},
 			promote: true, cand: "b", syncSet: []string{"c"}, commit: 80, from: "a", warnings: 1,
 			reason: []string{"WARNING: the cluster is degraded since seqno 61"},
+		},
+		{
+			name:    "equally advanced: a healthy database wins",
+			st:      func(t *testing.T) consensus.State { return cluster(t, abcd, []string{"b", "c"}, 1, 0) },
+			in:      failover.PlanInput{Now: now, Answers: []failover.Answer{sick(ans("b", 1, 70)), ans("c", 1, 70)}},
+			promote: true, cand: "c", syncSet: []string{"b"},
+		},
+		{
+			name:    "more advanced with its database down: promoted, and said",
+			st:      func(t *testing.T) consensus.State { return cluster(t, abcd, []string{"b", "c"}, 1, 0) },
+			in:      failover.PlanInput{Now: now, Answers: []failover.Answer{sick(ans("b", 1, 71)), ans("c", 1, 70)}},
+			promote: true, cand: "b", syncSet: []string{"c"}, warnings: 1,
+			reason: []string{"b's database does not answer its agent"},
 		},
 		{
 			name: "a sync set smaller than K is said",

@@ -309,13 +309,14 @@ func (d *failoverDriver) context(timeout time.Duration) (context.Context, contex
 	return ctx, cancel
 }
 
-// refuse records a refusal once per episode and waits before the next
-// attempt.
-func (d *failoverDriver) refuse(st consensus.State, node, reason string, now time.Time) {
+// refuse records a refusal once per episode (per key: the reason without
+// details that change between attempts) and waits before the next attempt.
+func (d *failoverDriver) refuse(st consensus.State, node, key, reason string, now time.Time) {
 	d.setView("refused", reason, now)
+	key = "refusal:" + key
 	d.mu.Lock()
 	d.retryAt = now.Add(retryAfterRefusal)
-	first := !d.recorded["refusal:"+reason]
+	first := !d.recorded[key]
 	d.mu.Unlock()
 	if first {
 		d.log.Error("failover refused", "epoch", st.Epoch, "primary", st.Primary, "reason", reason)
@@ -323,7 +324,7 @@ func (d *failoverDriver) refuse(st consensus.State, node, reason string, now tim
 			d.met.refusals.Inc()
 		}
 	}
-	d.recordOnce(decisionKey("refusal:"+reason), consensus.DecisionRefusal, st.Epoch, node, reason, now)
+	d.recordOnce(decisionKey(key), consensus.DecisionRefusal, st.Epoch, node, reason, now)
 }
 
 // act carries out one failover attempt for a Failed detection.
@@ -382,7 +383,7 @@ func (d *failoverDriver) act(st consensus.State, pos map[string]Position, det fa
 	}
 	plan, err := failover.PlanFailover(st, failover.PlanInput{Now: time.Now(), Answers: answers, Reported: reported})
 	if err != nil {
-		d.refuse(st, st.Primary, "failover: "+err.Error(), now)
+		d.refuse(st, st.Primary, err.Error(), "failover: "+err.Error(), now)
 		return
 	}
 	if !plan.Promote {
@@ -390,7 +391,7 @@ func (d *failoverDriver) act(st consensus.State, pos map[string]Position, det fa
 		if len(missing) > 0 {
 			r += "; not answering: " + missing
 		}
-		d.refuse(st, plan.Candidate, r, now)
+		d.refuse(st, plan.Candidate, plan.Reason, r, now)
 		return
 	}
 	// 6. Commit the new term.
@@ -402,7 +403,7 @@ func (d *failoverDriver) act(st consensus.State, pos map[string]Position, det fa
 	if err != nil {
 		var ve *consensus.ValidationError
 		if errors.As(err, &ve) {
-			d.refuse(st, plan.Candidate, "the new term was refused: "+err.Error(), now)
+			d.refuse(st, plan.Candidate, err.Error(), "the new term was refused: "+err.Error(), now)
 			return
 		}
 		d.log.Error("failover: committing the new term failed; deciding again", "candidate", plan.Candidate, "err", err)
@@ -614,7 +615,8 @@ func (d *failoverDriver) collect(st consensus.State) ([]failover.Answer, string)
 		}
 		answers = append(answers, failover.Answer{ID: r.id,
 			Last:    failover.LogPosition{Epoch: r.st.GetLastEpoch(), Seqno: r.st.GetLastSeqno()},
-			Durable: r.st.GetDurableSeqno(), CommitIndex: r.st.GetCommitSeqno(), Role: r.st.GetRole(), Epoch: r.st.GetEpoch()})
+			Durable: r.st.GetDurableSeqno(), CommitIndex: r.st.GetCommitSeqno(), Role: r.st.GetRole(), Epoch: r.st.GetEpoch(),
+			DatabaseHealthy: r.st.GetDatabaseHealthy()})
 	}
 	return answers, joinSorted(missing)
 }

@@ -265,3 +265,31 @@ func TestPrintHistory(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintStatusFailover: the failover driver's state is listed after the
+// table when it is neither healthy nor off.
+func TestPrintStatusFailover(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 10, 0, time.UTC)
+	st := manager.Status{ClusterState: manager.ClusterState{Epoch: 1, Primary: "a", Policy: "strict"},
+		Nodes: []manager.NodeStatus{{ID: "a", Role: manager.RolePrimary}}}
+	for _, tt := range []struct {
+		f    *manager.FailoverStatus
+		want string
+	}{
+		{nil, ""},
+		{&manager.FailoverStatus{Automatic: true, State: "healthy", Reason: "primary a is healthy"}, ""},
+		{&manager.FailoverStatus{State: "off"}, ""},
+		{&manager.FailoverStatus{Automatic: true, State: "refused", Reason: "election refused: missing c", Since: now.Add(-2 * time.Second)},
+			"failover: refused (for 2.0s): election refused: missing c\n"},
+	} {
+		st.Failover = tt.f
+		var out bytes.Buffer
+		if err := printStatus(&out, st, now); err != nil {
+			t.Fatal(err)
+		}
+		has := strings.Contains(out.String(), "failover:")
+		if tt.want == "" && has || tt.want != "" && !strings.HasSuffix(out.String(), tt.want) {
+			t.Errorf("status with %+v:\n%s\nwant the failover line %q", tt.f, out.String(), tt.want)
+		}
+	}
+}

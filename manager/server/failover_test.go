@@ -190,8 +190,13 @@ func (h *heartbeats) silence(id string) {
 // seqno 10, c seqno 9, the commit index is 9.
 func failoverCluster(t *testing.T) (*managertest.Cluster, *manager.Client, *fakeAgents, *heartbeats) {
 	t.Helper()
+	return failoverClusterAuto(t, true)
+}
+
+func failoverClusterAuto(t *testing.T, auto bool) (*managertest.Cluster, *manager.Client, *fakeAgents, *heartbeats) {
+	t.Helper()
 	fa := newFakeAgents()
-	c := managertest.Start(t, 3, managertest.Options{Insecure: true, AutoFailover: true, Agents: fa})
+	c := managertest.Start(t, 3, managertest.Options{Insecure: true, AutoFailover: auto, Agents: fa})
 	cl := c.Client("operator")
 	setup(t, cl)
 	ctx := managertest.Context(t)
@@ -211,7 +216,7 @@ func failoverCluster(t *testing.T) (*managertest.Cluster, *manager.Client, *fake
 	}
 	hb := startHeartbeats(t, cl, reports)
 	waitStatus(t, cl, "the failover driver sees a healthy primary", func(st manager.Status) bool {
-		return st.Failover != nil && st.Failover.State == "healthy" && st.Failover.Reason == "primary a is healthy"
+		return st.Failover != nil && (st.Failover.State == "healthy" || st.Failover.State == "off") && st.Failover.Reason == "primary a is healthy"
 	})
 	return c, cl, fa, hb
 }
@@ -393,4 +398,45 @@ func TestFailoverResumesAfterLeaderChange(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestFailoverNotConfirmed: the primary's heartbeat says its database is
+// gone, but its agent, asked again, finds it healthy: no failover, and the
+// refuted detection is noted.
+func TestFailoverNotConfirmed(t *testing.T) {
+	_, cl, _, hb := failoverCluster(t)
+	hb.update("a", func(r *manager.Report) { r.DatabaseHealthy, r.DatabaseGone = false, true })
+	managertest.WaitFor(t, "the refuted detection noted", func() bool {
+		for _, d := range history(t, cl).Decisions {
+			if d.Kind == "note" && strings.Contains(d.Reason, "detection not confirmed") && strings.Contains(d.Reason, "reports its database healthy") {
+				return true
+			}
+		}
+		return false
+	})
+	st, err := cl.Status(managertest.Context(t))
+	if err != nil || st.Epoch != 1 {
+		t.Fatalf("epoch %d (err %v) after a refuted detection", st.Epoch, err)
+	}
+	if k := kinds(history(t, cl)); slices.Contains(k, "detection") {
+		t.Fatalf("a refuted detection was recorded as one: %v", k)
+	}
+}
+
+// TestFailoverAutoOff: without failover.auto the leader finds the primary
+// failed, says so and records it, and promotes nobody.
+func TestFailoverAutoOff(t *testing.T) {
+	_, cl, fa, hb := failoverClusterAuto(t, false)
+	fa.set("a", func(s *agentpb.AgentStatus) { s.DatabaseHealthy = false })
+	hb.update("a", func(r *manager.Report) { r.DatabaseHealthy, r.DatabaseGone = false, true })
+	st := waitStatus(t, cl, "failed, automatic failover off", func(st manager.Status) bool {
+		return st.Failover.State == "failed" && strings.Contains(st.Failover.Reason, "automatic failover is off")
+	})
+	if st.Epoch != 1 || st.Failover.Automatic {
+		t.Fatalf("epoch %d automatic %t", st.Epoch, st.Failover.Automatic)
+	}
+	managertest.WaitFor(t, "the refusal recorded", func() bool { return slices.Contains(kinds(history(t, cl)), "refusal") })
+	if calls := fa.called("promote"); len(calls) > 0 {
+		t.Fatalf("promoted with automatic failover off: %v", calls)
+	}
 }

@@ -214,6 +214,11 @@ func (d *failoverDriver) step(now time.Time) {
 	d.mu.Unlock()
 
 	pending := promotionPending(st, pos, promoted)
+	if pending && det.Verdict == failover.Failed && det.Kind == failover.KindUnhealthy && pos[st.Primary].DatabaseHealthy {
+		// A candidate that is still promoting reports the errors of the
+		// role it is leaving; only its database or its silence count.
+		det.Verdict = failover.Suspect
+	}
 	if det.Verdict != failover.Failed && pending {
 		d.setView("promoting", fmt.Sprintf("waiting for %s to open writes as primary of epoch %d", st.Primary, st.Epoch), now)
 		d.continuePromotion(st, now)
@@ -565,7 +570,7 @@ func promotionPending(st consensus.State, pos map[string]Position, promoted uint
 // writable reports whether a primary's report shows it serving writes in
 // epoch.
 func writable(p Position, epoch uint64) bool {
-	return !p.Received.IsZero() && p.Role == manager.RolePrimary && p.Epoch == epoch && p.DatabaseHealthy && !p.ReadOnly && p.Error == ""
+	return !p.Received.IsZero() && p.Role == manager.RolePrimary && p.Epoch == epoch && p.DatabaseHealthy && !p.ReadOnly
 }
 
 // askPrimary asks the primary's agent for its status.

@@ -440,3 +440,27 @@ func TestFailoverAutoOff(t *testing.T) {
 		t.Fatalf("promoted with automatic failover off: %v", calls)
 	}
 }
+
+// TestFailoverPromotingCandidateErrors: while the new primary has not
+// opened writes, the errors of the role it leaves (its database healthy)
+// are not a new failure, however long they last.
+func TestFailoverPromotingCandidateErrors(t *testing.T) {
+	_, cl, fa, hb := failoverCluster(t)
+	fa.mu.Lock()
+	fa.promote = func(string, uint64, uint64) error { return errors.New("not yet") }
+	fa.mu.Unlock()
+	hb.update("b", func(r *manager.Report) { r.Error = "replica role: ship: the primary does not answer" })
+	fa.set("a", func(s *agentpb.AgentStatus) { s.DatabaseHealthy = false })
+	hb.update("a", func(r *manager.Report) { r.DatabaseHealthy, r.DatabaseGone = false, true })
+	waitStatus(t, cl, "epoch 2 promoting", func(st manager.Status) bool { return st.Epoch == 2 && st.Failover.State == "promoting" })
+	time.Sleep(2500 * time.Millisecond) // longer than the 1s failover timeout
+	st := waitStatus(t, cl, "still promoting", func(st manager.Status) bool { return true })
+	if st.Epoch != 2 || st.Failover.State != "promoting" {
+		t.Fatalf("epoch %d failover %+v", st.Epoch, st.Failover)
+	}
+	for _, d := range history(t, cl).Decisions {
+		if d.Epoch == 2 && (d.Kind == "detection" || d.Kind == "refusal") {
+			t.Fatalf("the promoting candidate was judged failed: %+v", d)
+		}
+	}
+}

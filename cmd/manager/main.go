@@ -99,13 +99,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, up listen
 }
 
 func serve(ctx context.Context, cfg *config.Manager, bootstrap bool, logger *slog.Logger, up listening) (err error) {
-	var serverTLS, clientTLS *tls.Config
+	var serverTLS, clientTLS, agentTLS *tls.Config
 	if !cfg.TLS.InsecurePlaintext {
 		files := certs.Files{CA: cfg.TLS.CAFile, Cert: cfg.TLS.CertFile, Key: cfg.TLS.KeyFile}
 		if serverTLS, err = certs.ServerConfig(files); err != nil {
 			return err
 		}
 		if clientTLS, err = certs.ClientConfig(files, ""); err != nil {
+			return err
+		}
+		// The leader's calls to the agents (failover) use their own
+		// client configuration: the servers they reach are agents.
+		if agentTLS, err = certs.ClientConfig(files, ""); err != nil {
 			return err
 		}
 	} else {
@@ -160,7 +165,7 @@ func serve(ctx context.Context, cfg *config.Manager, bootstrap bool, logger *slo
 	srv, err := server.New(server.Config{
 		Node: node, Peers: peers, TLS: clientTLS, Insecure: cfg.TLS.InsecurePlaintext, Logger: logger, Registerer: reg,
 		InitSettings: &consensus.Settings{FailoverTimeout: cfg.Failover.Timeout, AntiFlapWindow: cfg.Failover.AntiFlapWindow},
-		AutoFailover: cfg.Failover.Auto,
+		AutoFailover: cfg.Failover.Auto, AgentTLS: agentTLS,
 	})
 	if err != nil {
 		return err

@@ -2091,7 +2091,11 @@ type InitClusterRequest struct {
 	FirstSeqno uint64 `protobuf:"varint,2,opt,name=first_seqno,json=firstSeqno,proto3" json:"first_seqno,omitempty"`
 	// sync_set, if not empty, becomes the sync set of epoch 1; empty keeps
 	// the current one.
-	SyncSet       []string `protobuf:"bytes,3,rep,name=sync_set,json=syncSet,proto3" json:"sync_set,omitempty"`
+	SyncSet []string `protobuf:"bytes,3,rep,name=sync_set,json=syncSet,proto3" json:"sync_set,omitempty"`
+	// by names who initialises, for the decision log; empty means the
+	// caller's certificate name (the manager that first receives the call
+	// fills it in before forwarding it).
+	By            string `protobuf:"bytes,4,opt,name=by,proto3" json:"by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2145,6 +2149,13 @@ func (x *InitClusterRequest) GetSyncSet() []string {
 		return x.SyncSet
 	}
 	return nil
+}
+
+func (x *InitClusterRequest) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
 }
 
 type AcknowledgeFailoverRequest struct {
@@ -2484,12 +2495,13 @@ const file_manager_proto_rawDesc = "" +
 	"\x13failover_timeout_ms\x18\x01 \x01(\x03H\x00R\x11failoverTimeoutMs\x88\x01\x01\x122\n" +
 	"\x13anti_flap_window_ms\x18\x02 \x01(\x03H\x01R\x10antiFlapWindowMs\x88\x01\x01B\x16\n" +
 	"\x14_failover_timeout_msB\x16\n" +
-	"\x14_anti_flap_window_ms\"j\n" +
+	"\x14_anti_flap_window_ms\"z\n" +
 	"\x12InitClusterRequest\x12\x18\n" +
 	"\aprimary\x18\x01 \x01(\tR\aprimary\x12\x1f\n" +
 	"\vfirst_seqno\x18\x02 \x01(\x04R\n" +
 	"firstSeqno\x12\x19\n" +
-	"\bsync_set\x18\x03 \x03(\tR\asyncSet\",\n" +
+	"\bsync_set\x18\x03 \x03(\tR\asyncSet\x12\x0e\n" +
+	"\x02by\x18\x04 \x01(\tR\x02by\",\n" +
 	"\x1aAcknowledgeFailoverRequest\x12\x0e\n" +
 	"\x02by\x18\x01 \x01(\tR\x02by\"\x10\n" +
 	"\x0eHistoryRequest\"\xc2\x01\n" +

@@ -212,10 +212,17 @@ func TestClusterCommandErrors(t *testing.T) {
 }
 
 // TestHistoryCommand: `quire history` prints the decision log and the
-// epochs; --json the same as data.
+// epochs; --json the same as data. The commands go to a follower, which
+// forwards them: the log still names the operator.
 func TestHistoryCommand(t *testing.T) {
 	c := managertest.Start(t, 3, managertest.Options{})
 	q := newCLI(t, c)
+	follower := c.Addrs()[(c.Leader()+1)%3]
+	for i, f := range q.flags {
+		if f == "--managers" {
+			q.flags[i+1] = follower
+		}
+	}
 	q.ok("members", "add", "--id", "a", "--mysql", "127.0.0.1:33061", "--agent", "127.0.0.1:7401")
 	q.ok("members", "add", "--id", "b", "--mysql", "127.0.0.1:33062", "--agent", "127.0.0.1:7402")
 	q.ok("init", "--primary", "a", "--sync-set", "b")

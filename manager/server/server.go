@@ -575,6 +575,10 @@ func (s *Server) InitCluster(ctx context.Context, req *managerpb.InitClusterRequ
 	if req.GetPrimary() == "" {
 		return nil, status.Error(codes.InvalidArgument, `init_cluster: primary="": is empty`)
 	}
+	if req.GetBy() == "" {
+		// Name the caller before a forward replaces it with this manager.
+		req = &managerpb.InitClusterRequest{Primary: req.GetPrimary(), FirstSeqno: req.GetFirstSeqno(), SyncSet: req.GetSyncSet(), By: peerName(ctx)}
+	}
 	if resp, err, done := forward(s, ctx, "InitCluster", req, managerpb.ManagerServiceClient.InitCluster); done {
 		return resp, err
 	}
@@ -592,7 +596,7 @@ func (s *Server) InitCluster(ctx context.Context, req *managerpb.InitClusterRequ
 			"init_cluster: the cluster is already initialised: epoch %d, primary %s (use switchover to change the primary)", st.Epoch, st.Primary)
 	}
 	cmd := consensus.SetPrimary{Epoch: 1, Primary: req.GetPrimary(), FirstSeqno: max(req.GetFirstSeqno(), 1),
-		At: time.Now(), Reason: "cluster initialised with primary " + req.GetPrimary(), By: peerName(ctx)}
+		At: time.Now(), Reason: "cluster initialised with primary " + req.GetPrimary(), By: req.GetBy()}
 	if len(req.GetSyncSet()) > 0 {
 		cmd.SyncSet = req.GetSyncSet()
 	}

@@ -96,6 +96,9 @@ type Agent struct {
 
 	serving  atomic.Bool // primary: extracting and serving the log
 	writable atomic.Bool // primary: its database was last seen writable
+	// promoteMu serializes Promote: the managers' leader and the follower
+	// may both call it.
+	promoteMu sync.Mutex
 
 	mcli      *manager.Client       // the managers' client, nil without managers
 	lease     lease                 // the primary lease (mu)

@@ -237,8 +237,16 @@ func (a *Agent) report(ctx context.Context) manager.Report {
 	if len(r.Error) > manager.MaxErrorLen {
 		r.Error = r.Error[:manager.MaxErrorLen]
 	}
-	if ro, err := localdb.Probe(ctx, a.db, probeTimeout); err == nil {
+	ro, err := localdb.Probe(ctx, a.db, probeTimeout)
+	if err == nil {
 		r.DatabaseHealthy, r.ReadOnly = true, ro
+	}
+	r.DatabaseGone = localdb.Gone(err)
+	a.mu.Lock()
+	recv := a.recv
+	a.mu.Unlock()
+	if st.Role.Kind == RoleReplica && recv != nil {
+		r.PrimaryStream, r.StreamLost = recv.Stream()
 	}
 	return r
 }

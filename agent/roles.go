@@ -33,6 +33,13 @@ func (a *Agent) Promote(ctx context.Context, epoch, expectLast uint64) error {
 	if epoch == 0 {
 		return fmt.Errorf("%w: epoch must be at least 1", ErrInvalid)
 	}
+	// The managers' leader and the agent's own follower may both promote
+	// it: one at a time, and a second call finds the work done.
+	a.promoteMu.Lock()
+	defer a.promoteMu.Unlock()
+	if st := a.Status(); st.Role.Kind == RolePrimary && st.Role.Epoch == epoch && st.Writable {
+		return nil
+	}
 	last, lastEpoch := a.txl.Last()
 	if lastEpoch > epoch {
 		return fmt.Errorf("%w: this log already holds epoch %d, newer than %d", ErrConflict, lastEpoch, epoch)

@@ -34,11 +34,17 @@ type managedCluster struct {
 // three agents, and makes db1 the primary with sync set db2, db3 and K=1.
 func startManaged(t *testing.T) *managedCluster {
 	t.Helper()
+	return startManagedWith(t, managertest.Options{Insecure: true})
+}
+
+// startManagedWith is startManaged with the managers' options.
+func startManagedWith(t *testing.T, opts managertest.Options) *managedCluster {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("integration test")
 	}
 	c := &managedCluster{t: t}
-	c.mc = managertest.Start(t, 3, managertest.Options{Insecure: true})
+	c.mc = managertest.Start(t, 3, opts)
 	c.dbs = mariadbtest.Start(t, 3, mariadbtest.Options{Settings: mariadbtest.FailClosed})
 	// The harness's application account (mariadbtest.AppDSN).
 	app, err := sql.Open("mysql", c.dbs[0].AppDSN(mariadbtest.AppDatabase))

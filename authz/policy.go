@@ -106,6 +106,7 @@ var Cluster = Policy{
 	managerpb.ManagerService_AcknowledgeFailover_FullMethodName: {Roles: []certs.Role{operator}},
 	managerpb.ManagerService_RevokeCertificate_FullMethodName:   {Roles: []certs.Role{operator}},
 	managerpb.ManagerService_ListRevoked_FullMethodName:         {Roles: []certs.Role{agent, operator}},
+	managerpb.ManagerService_History_FullMethodName:             {Roles: []certs.Role{operator}},
 }
 
 // Check decides whether the holder of id may call method: nil, or an error

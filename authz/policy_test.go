@@ -58,6 +58,7 @@ var want = map[string]string{
 	"/quire.manager.v1.ManagerService/AcknowledgeFailover": "o",
 	"/quire.manager.v1.ManagerService/RevokeCertificate":   "o",
 	"/quire.manager.v1.ManagerService/ListRevoked":         "oa",
+	"/quire.manager.v1.ManagerService/History":             "o",
 }
 
 func letter(r certs.Role) string { return string(r)[:1] }

@@ -9,10 +9,18 @@ import (
 	"time"
 )
 
-// CommandVersion is the envelope version this build writes and the only one
-// it reads. A change to any command's fields or meaning needs a new version,
-// and a leader must not propose a version its followers cannot read.
-const CommandVersion = 1
+// CommandVersion is the envelope version this build writes. A change to any
+// command's fields or meaning needs a new version, and a leader must not
+// propose a version its followers cannot read. This build reads versions
+// MinCommandVersion..CommandVersion.
+//
+// Version 2 added set_primary's certificate and by fields and the
+// record_decision command; every version-1 command means the same in
+// version 2.
+const CommandVersion = 2
+
+// MinCommandVersion is the oldest envelope version this build reads.
+const MinCommandVersion = 1
 
 // CommandType names a command on the wire.
 type CommandType string
@@ -33,6 +41,7 @@ const (
 	TypeAcknowledgeFailover CommandType = "acknowledge_failover"
 	TypeSetSettings         CommandType = "set_settings"
 	TypeRevokeCertificate   CommandType = "revoke_certificate"
+	TypeRecordDecision      CommandType = "record_decision"
 )
 
 // A Command is one change to the [State]. The implementations are the
@@ -131,6 +140,7 @@ var decoders = map[CommandType]func(json.RawMessage) (Command, error){
 	TypeAcknowledgeFailover: decodeAs[AcknowledgeFailover],
 	TypeSetSettings:         decodeAs[SetSettings],
 	TypeRevokeCertificate:   decodeAs[RevokeCertificate],
+	TypeRecordDecision:      decodeAs[RecordDecision],
 }
 
 // Decode parses the wire form of a command. Unknown versions, types and
@@ -140,9 +150,9 @@ func Decode(b []byte) (Command, error) {
 	if err := strictUnmarshal(b, &env); err != nil {
 		return nil, invalid("envelope", string(truncate(b, 80)), "%v", err)
 	}
-	if env.Version != CommandVersion {
+	if env.Version < MinCommandVersion || env.Version > CommandVersion {
 		return nil, &ValidationError{Command: env.Type, Field: "version", Value: env.Version,
-			Reason: fmt.Sprintf("not supported (this build reads version %d)", CommandVersion)}
+			Reason: fmt.Sprintf("not supported (this build reads versions %d to %d)", MinCommandVersion, CommandVersion)}
 	}
 	dec, ok := decoders[env.Type]
 	if !ok {
@@ -404,6 +414,13 @@ type SetPrimary struct {
 	Automatic bool      `json:"automatic,omitempty"`
 	Reason    string    `json:"reason,omitempty"`
 	At        time.Time `json:"at,omitzero"`
+	// Certificate, if set, is the failover certificate (version 2): its
+	// PrimarySeqno must be FirstSeqno-1 and, unless the cluster is degraded
+	// or AcceptLoss is set, at least its CommitIndex, which must include
+	// the recorded one.
+	Certificate *Certificate `json:"certificate,omitempty"`
+	// By names who decided (a manager's or an operator's name; version 2).
+	By string `json:"by,omitempty"`
 }
 
 // Type implements [Command].
@@ -453,6 +470,19 @@ func (c SetPrimary) apply(s *State) *ValidationError {
 			return err
 		}
 	}
+	if cert := c.Certificate; cert != nil {
+		if cert.PrimarySeqno+1 != c.FirstSeqno {
+			return invalid("certificate.primary_seqno", cert.PrimarySeqno, "must be first_seqno-1 = %d", c.FirstSeqno-1)
+		}
+		if cert.CommitIndex < s.CommitIndex {
+			return invalid("certificate.commit_index", cert.CommitIndex, "is below the recorded commit index %d", s.CommitIndex)
+		}
+		if cert.PrimarySeqno < cert.CommitIndex && s.Degraded == nil && !c.AcceptLoss {
+			return invalid("certificate.primary_seqno", cert.PrimarySeqno,
+				"is below the highest reported commit index %d (from %s): the new primary would lack acknowledged commits (set accept_loss to override)",
+				cert.CommitIndex, cert.CommitIndexFrom)
+		}
+	}
 	var failover *Failover
 	if c.Automatic {
 		if c.At.IsZero() {
@@ -468,12 +498,27 @@ func (c SetPrimary) apply(s *State) *ValidationError {
 	}
 	s.Epoch = c.Epoch
 	s.Primary = c.Primary
-	s.EpochHistory = append(s.EpochHistory, EpochEntry{Epoch: c.Epoch, Primary: c.Primary, FirstSeqno: c.FirstSeqno})
+	s.EpochHistory = append(s.EpochHistory, EpochEntry{
+		Epoch: c.Epoch, Primary: c.Primary, FirstSeqno: c.FirstSeqno,
+		At: normTime(c.At), Automatic: c.Automatic, Reason: c.Reason, Certificate: c.Certificate.Clone(),
+	})
 	s.SyncSet = set
 	if failover != nil {
 		s.LastFailover = failover
 	}
+	if !c.At.IsZero() && c.Reason != "" {
+		s.appendDecision(Decision{At: normTime(c.At), Kind: DecisionPromotion, Epoch: c.Epoch, Node: c.Primary, By: c.By, Reason: c.Reason})
+	}
 	return nil
+}
+
+// appendDecision adds d to the decision log, dropping the oldest entries
+// beyond MaxDecisions.
+func (s *State) appendDecision(d Decision) {
+	s.Decisions = append(s.Decisions, d)
+	if n := len(s.Decisions) - MaxDecisions; n > 0 {
+		s.Decisions = slices.Delete(s.Decisions, 0, n)
+	}
 }
 
 // antiFlap refuses an automatic failover at time at inside the window of an
@@ -656,5 +701,44 @@ func (c SetSettings) apply(s *State) *ValidationError {
 		}
 		s.Settings.AntiFlapWindow = *c.AntiFlapWindow
 	}
+	return nil
+}
+
+// MaxDecisionReason bounds the reason of a decision.
+const MaxDecisionReason = 4096
+
+// RecordDecision appends an entry to the decision log (version 2). The
+// managers record every detection, refusal and note of automatic failover
+// this way; promotions are recorded by SetPrimary itself.
+type RecordDecision struct {
+	Decision Decision `json:"decision"`
+}
+
+// Type implements [Command].
+func (RecordDecision) Type() CommandType { return TypeRecordDecision }
+
+func (c RecordDecision) apply(s *State) *ValidationError {
+	d := c.Decision
+	switch d.Kind {
+	case DecisionDetection, DecisionRefusal, DecisionNote:
+	case DecisionPromotion:
+		return invalid("decision.kind", string(d.Kind), "promotions are recorded by set_primary")
+	default:
+		return invalid("decision.kind", string(d.Kind), "unknown kind (want %q, %q or %q)", DecisionDetection, DecisionRefusal, DecisionNote)
+	}
+	if d.At.IsZero() {
+		return invalid("decision.at", d.At, "is zero")
+	}
+	if d.Reason == "" {
+		return invalid("decision.reason", d.Reason, "is empty")
+	}
+	if len(d.Reason) > MaxDecisionReason {
+		return invalid("decision.reason", len(d.Reason), "is longer than %d bytes", MaxDecisionReason)
+	}
+	if d.Epoch > s.Epoch {
+		return invalid("decision.epoch", d.Epoch, "is beyond the current epoch %d", s.Epoch)
+	}
+	d.At = normTime(d.At)
+	s.appendDecision(d)
 	return nil
 }

@@ -219,7 +219,8 @@ func TestApplyEffects(t *testing.T) {
 	if !reflect.DeepEqual(s.SyncSet, []string{"c"}) {
 		t.Fatalf("sync set %q, want [c]", s.SyncSet)
 	}
-	wantHist := []EpochEntry{{1, "a", 1}, {2, "b", 120}}
+	wantHist := []EpochEntry{{Epoch: 1, Primary: "a", FirstSeqno: 1},
+		{Epoch: 2, Primary: "b", FirstSeqno: 120, At: t0, Automatic: true, Reason: "a down"}}
 	if !reflect.DeepEqual(s.EpochHistory, wantHist) {
 		t.Fatalf("history %+v, want %+v", s.EpochHistory, wantHist)
 	}
@@ -291,7 +292,9 @@ func allCommands() []Command {
 		SetK{2},
 		SetPolicy{PolicyDegrade},
 		SetSyncSet{Members: []string{"b", "d"}},
-		SetPrimary{Epoch: 2, Primary: "b", FirstSeqno: 101, SyncSet: []string{"c"}, AcceptLoss: true, Automatic: true, Reason: "r", At: t0},
+		SetPrimary{Epoch: 2, Primary: "b", FirstSeqno: 101, SyncSet: []string{"c"}, AcceptLoss: true, Automatic: true, Reason: "r", At: t0,
+			By: "m1", Certificate: &Certificate{CommitIndex: 100, CommitIndexFrom: "c", PrimarySeqno: 100, PrimaryEpoch: 1,
+				Positions: map[string]Position{"b": {1, 100}}, LossPossibleSince: 90}},
 		MarkDegraded{AsyncSince: 3, Reason: "r", At: t0},
 		ClearDegraded{},
 		RecordCommitIndex{7},
@@ -299,6 +302,7 @@ func allCommands() []Command {
 		AcknowledgeFailover{By: "ops", At: t0},
 		SetSettings{FailoverTimeout: dur(time.Second), AntiFlapWindow: dur(time.Minute)},
 		RevokeCertificate{RevokedCert{Serial: "abc", Name: "db2", Reason: "r", By: "operator/ops", At: t0}},
+		RecordDecision{Decision: Decision{At: t0, Kind: DecisionRefusal, Epoch: 1, Node: "a", By: "m1", Reason: "r"}},
 	}
 }
 
@@ -329,7 +333,7 @@ func TestDecodeErrors(t *testing.T) {
 	tests := []struct {
 		name, in, field, value string
 	}{
-		{"unknown version", `{"version":2,"type":"set_k","payload":{"k":1}}`, "version", "version=2"},
+		{"unknown version", `{"version":3,"type":"set_k","payload":{"k":1}}`, "version", "version=3"},
 		{"version zero", `{"type":"set_k","payload":{"k":1}}`, "version", "version=0"},
 		{"unknown type", `{"version":1,"type":"set_q","payload":{}}`, "type", `type="set_q"`},
 		{"unknown payload field", `{"version":1,"type":"set_k","payload":{"k":1,"kk":2}}`, "payload", `unknown field "kk"`},

@@ -10,8 +10,13 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// snapshotFormat is the version of the snapshot encoding.
-const snapshotFormat = 1
+// snapshotFormat is the version of the snapshot encoding this build
+// writes; it reads minSnapshotFormat..snapshotFormat. Format 2 added the
+// decision log and the epoch history's time, reason and certificate.
+const (
+	snapshotFormat    = 2
+	minSnapshotFormat = 1
+)
 
 // snapshotFile is the encoding of a snapshot.
 type snapshotFile struct {
@@ -87,8 +92,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err := strictUnmarshalReader(rc, &snap); err != nil {
 		return fmt.Errorf("consensus: restore snapshot: %w", err)
 	}
-	if snap.Format != snapshotFormat {
-		return fmt.Errorf("consensus: restore snapshot: format %d not supported (this build reads %d)", snap.Format, snapshotFormat)
+	if snap.Format < minSnapshotFormat || snap.Format > snapshotFormat {
+		return fmt.Errorf("consensus: restore snapshot: format %d not supported (this build reads %d to %d)", snap.Format, minSnapshotFormat, snapshotFormat)
 	}
 	if err := snap.State.Check(); err != nil {
 		return fmt.Errorf("consensus: restore snapshot: %w", err)

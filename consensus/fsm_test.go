@@ -110,7 +110,7 @@ func TestFSMRestoreRefusesBadSnapshots(t *testing.T) {
 	want := f.State()
 	tests := []struct{ name, data, errText string }{
 		{"garbage", "not json", "restore snapshot"},
-		{"future format", `{"format":2,"state":{}}`, "format 2"},
+		{"future format", `{"format":3,"state":{}}`, "format 3"},
 		{"inconsistent state", `{"format":1,"state":{"policy":"strict","k":-1,"settings":{"failover_timeout":1}}}`, "k=-1"},
 		{"unknown field", `{"format":1,"state":{"policy":"strict","settings":{"failover_timeout":1},"x":1}}`, `unknown field "x"`},
 	}

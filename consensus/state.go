@@ -59,6 +59,94 @@ type EpochEntry struct {
 	Epoch      uint64 `json:"epoch"`
 	Primary    string `json:"primary"`
 	FirstSeqno uint64 `json:"first_seqno"`
+	// At is when the term was committed (zero in states written before it
+	// was recorded).
+	At time.Time `json:"at,omitzero"`
+	// Automatic marks a term started by automatic failover; Reason says
+	// why it was started, if given.
+	Automatic bool   `json:"automatic,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+	// Certificate is the failover certificate of the promotion, if any.
+	Certificate *Certificate `json:"certificate,omitempty"`
+}
+
+// Position is a member's last log record: its epoch and seqno.
+type Position struct {
+	Epoch uint64 `json:"epoch"`
+	Seqno uint64 `json:"seqno"`
+}
+
+// Certificate is the evidence a promotion was decided on (DESIGN.md §6):
+// the highest commit index any node reported, and the new primary's last
+// seqno, which is never lower unless the cluster was degraded (then
+// LossPossibleSince says from which seqno transactions may be lost).
+type Certificate struct {
+	// CommitIndex is the highest commit index any node reported (or Raft
+	// recorded); CommitIndexFrom names who reported it ("raft" for the
+	// recorded one).
+	CommitIndex     uint64 `json:"commit_index"`
+	CommitIndexFrom string `json:"commit_index_from,omitempty"`
+	// PrimarySeqno and PrimaryEpoch are the new primary's last record when
+	// it was elected: it holds everything up to PrimarySeqno durably before
+	// it opens writes.
+	PrimarySeqno uint64 `json:"primary_seqno"`
+	PrimaryEpoch uint64 `json:"primary_epoch"`
+	// Positions are the members' positions the election saw.
+	Positions map[string]Position `json:"positions,omitempty"`
+	// LossPossibleSince is the degraded marker's seqno when the cluster
+	// was degraded (transactions from it on may be lost); 0 otherwise.
+	LossPossibleSince uint64 `json:"loss_possible_since,omitempty"`
+}
+
+// Clone returns a deep copy of c (nil for nil).
+func (c *Certificate) Clone() *Certificate {
+	if c == nil {
+		return nil
+	}
+	d := *c
+	if c.Positions != nil {
+		d.Positions = make(map[string]Position, len(c.Positions))
+		for k, v := range c.Positions {
+			d.Positions[k] = v
+		}
+	}
+	return &d
+}
+
+// DecisionKind classifies an entry of the decision log.
+type DecisionKind string
+
+// The kinds of decisions.
+const (
+	// DecisionDetection: the leader found the primary failed (or suspect).
+	DecisionDetection DecisionKind = "detection"
+	// DecisionRefusal: a failover was not done; the reason says why.
+	DecisionRefusal DecisionKind = "refusal"
+	// DecisionPromotion: a new term started (recorded by SetPrimary).
+	DecisionPromotion DecisionKind = "promotion"
+	// DecisionNote: anything else worth keeping (fencing results, a
+	// promotion that completed, a detection that was not confirmed).
+	DecisionNote DecisionKind = "note"
+)
+
+// MaxDecisions bounds the decision log kept in the state: the oldest
+// entries are dropped first.
+const MaxDecisions = 256
+
+// Decision is one entry of the decision log: what the managers decided
+// about failover, and why. `quire history` prints them.
+type Decision struct {
+	At   time.Time    `json:"at"`
+	Kind DecisionKind `json:"kind"`
+	// Epoch is the cluster's epoch the decision was made in (for a
+	// promotion: the new one).
+	Epoch uint64 `json:"epoch"`
+	// Node is the member the decision is about (the failed primary, the
+	// candidate), if any.
+	Node string `json:"node,omitempty"`
+	// By names the manager that decided.
+	By     string `json:"by,omitempty"`
+	Reason string `json:"reason"`
 }
 
 // Degraded marks that commits no longer wait for K acknowledgements.
@@ -123,6 +211,8 @@ type State struct {
 	// Revoked lists the certificates no process accepts any more, by
 	// serial (RevokeCertificate).
 	Revoked []RevokedCert `json:"revoked,omitempty"`
+	// Decisions is the decision log, oldest first, at most MaxDecisions.
+	Decisions []Decision `json:"decisions,omitempty"`
 }
 
 // NewState returns the state of a new cluster: no members, K 0, policy
@@ -144,6 +234,10 @@ func (s State) Clone() State {
 	c.SyncSet = slices.Clone(s.SyncSet)
 	c.EpochHistory = slices.Clone(s.EpochHistory)
 	c.Revoked = slices.Clone(s.Revoked)
+	for i := range c.EpochHistory {
+		c.EpochHistory[i].Certificate = c.EpochHistory[i].Certificate.Clone()
+	}
+	c.Decisions = slices.Clone(s.Decisions)
 	if s.Degraded != nil {
 		d := *s.Degraded
 		c.Degraded = &d
@@ -243,6 +337,9 @@ func (s State) Check() error {
 		if last := s.EpochHistory[len(s.EpochHistory)-1]; last.Primary != s.Primary {
 			return fmt.Errorf("consensus: state: primary %q but epoch_history names %q for epoch %d", s.Primary, last.Primary, last.Epoch)
 		}
+	}
+	if len(s.Decisions) > MaxDecisions {
+		return fmt.Errorf("consensus: state: %d decisions, more than %d", len(s.Decisions), MaxDecisions)
 	}
 	if s.Degraded != nil && s.Degraded.Reason == "" {
 		return fmt.Errorf("consensus: state: degraded marker without a reason")

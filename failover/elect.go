@@ -34,14 +34,21 @@ type Candidate struct {
 	Last LogPosition
 	// Priority breaks ties between equally advanced members: higher wins.
 	Priority int
+	// Unhealthy marks a member whose database did not answer its agent:
+	// between equally advanced members, a healthy one wins before
+	// priority (it can open writes now).
+	Unhealthy bool
 }
 
 // MoreAdvanced reports whether a should be promoted rather than b: a's log
-// is more advanced, or equally advanced and a has the higher priority, or
-// both equal and a has the lower id.
+// is more advanced, or equally advanced and only a's database is healthy,
+// or a has the higher priority, or all that equal and a has the lower id.
 func MoreAdvanced(a, b Candidate) bool {
 	if c := a.Last.Compare(b.Last); c != 0 {
 		return c > 0
+	}
+	if a.Unhealthy != b.Unhealthy {
+		return b.Unhealthy
 	}
 	if a.Priority != b.Priority {
 		return a.Priority > b.Priority

@@ -74,6 +74,12 @@ func TestElect(t *testing.T) {
 			safe: true, best: "b", have: 3, need: 2,
 		},
 		{
+			name: "equal position: a healthy database before priority",
+			in: failover.ElectionInput{SyncSet: abc, K: 2, Reports: []failover.Candidate{
+				{ID: "a", Last: failover.LogPosition{Epoch: 2, Seqno: 50}, Priority: 9, Unhealthy: true}, cand("b", 2, 50, 1)}},
+			safe: true, best: "b", have: 2, need: 2, missing: []string{"c"},
+		},
+		{
 			name: "equal position and priority: lower id",
 			in:   failover.ElectionInput{SyncSet: abc, K: 2, Reports: []failover.Candidate{cand("c", 2, 50, 1), cand("b", 2, 50, 1)}},
 			safe: true, best: "b", have: 2, need: 2, missing: []string{"a"},

@@ -16,6 +16,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -109,6 +110,14 @@ func Probe(ctx context.Context, db *sql.DB, timeout time.Duration) (readOnly boo
 		return false, err
 	}
 	return readOnly, nil
+}
+
+// Gone reports whether err says that nothing listens at the database's
+// address: the connection was refused (TCP) or the socket file is missing.
+// The server process is then gone (it exited, or has not started), unlike
+// a timeout, which a hung or overloaded server also gives.
+func Gone(err error) bool {
+	return err != nil && (errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT))
 }
 
 // OpenWrites sets read_only=OFF.

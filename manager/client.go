@@ -198,6 +198,19 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return statusFromPB(resp), nil
 }
 
+// History returns the failover decision log and the epoch history.
+func (c *Client) History(ctx context.Context) (History, error) {
+	var out History
+	err := c.call(ctx, "History", false, func(ctx context.Context, cl managerpb.ManagerServiceClient) error {
+		resp, err := cl.History(ctx, &managerpb.HistoryRequest{})
+		if err == nil {
+			out = historyFromPB(resp)
+		}
+		return err
+	})
+	return out, err
+}
+
 // Members lists the members.
 func (c *Client) Members(ctx context.Context) ([]Member, error) {
 	var resp *managerpb.MembersResponse

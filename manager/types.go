@@ -68,6 +68,15 @@ type Report struct {
 	// AppliedCommitTime that of the newest applied one. Zero when unknown.
 	LastCommitTime    time.Time
 	AppliedCommitTime time.Time
+	// PrimaryStream (replicas): the agent holds a live log stream from the
+	// primary of its epoch. StreamLost is how long it has been without one
+	// (a new replica role counts as a loss), 0 while it has one.
+	PrimaryStream bool
+	StreamLost    time.Duration
+	// DatabaseGone: the last probe found nothing listening at the
+	// database's address (connection refused, no socket): the server
+	// process is gone. The managers fail a primary over at once on it.
+	DatabaseGone bool
 }
 
 // Assignment is what the leader wants an agent to be.
@@ -125,6 +134,56 @@ type EpochEntry struct {
 	Epoch      uint64 `json:"epoch"`
 	Primary    string `json:"primary"`
 	FirstSeqno uint64 `json:"first_seqno"`
+	// At is when the term was committed (zero if not recorded).
+	At time.Time `json:"at,omitzero"`
+	// Automatic: started by automatic failover; Reason says why.
+	Automatic bool   `json:"automatic,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+	// Certificate is the promotion's failover certificate, if any.
+	Certificate *Certificate `json:"certificate,omitempty"`
+}
+
+// Certificate is the evidence a promotion was decided on: the highest
+// commit index any node reported and the new primary's last seqno, never
+// lower unless the cluster was degraded.
+type Certificate struct {
+	CommitIndex     uint64 `json:"commit_index"`
+	CommitIndexFrom string `json:"commit_index_from,omitempty"`
+	PrimarySeqno    uint64 `json:"primary_seqno"`
+	PrimaryEpoch    uint64 `json:"primary_epoch"`
+	// Positions maps each member the election heard to its last record,
+	// "epoch/seqno".
+	Positions         map[string]string `json:"positions,omitempty"`
+	LossPossibleSince uint64            `json:"loss_possible_since,omitempty"`
+}
+
+// Decision is one entry of the failover decision log.
+type Decision struct {
+	At time.Time `json:"at"`
+	// Kind is "detection", "refusal", "promotion" or "note".
+	Kind   string `json:"kind"`
+	Epoch  uint64 `json:"epoch"`
+	Node   string `json:"node,omitempty"`
+	By     string `json:"by,omitempty"`
+	Reason string `json:"reason"`
+}
+
+// History is the failover decision log and the epoch history.
+type History struct {
+	Decisions    []Decision   `json:"decisions"`
+	Epochs       []EpochEntry `json:"epochs"`
+	LastFailover *Failover    `json:"last_failover"`
+}
+
+// FailoverStatus is the leader's failover driver's view of the primary.
+type FailoverStatus struct {
+	// Automatic: the leader fails over automatically.
+	Automatic bool `json:"automatic"`
+	// State is "healthy", "suspect", "failed", "refused", "promoting" or
+	// "off".
+	State  string    `json:"state"`
+	Reason string    `json:"reason,omitempty"`
+	Since  time.Time `json:"since,omitzero"`
 }
 
 // Failover is the record of the last automatic failover.
@@ -173,6 +232,9 @@ type Status struct {
 	CommitSeqno uint64        `json:"commit_seqno"`
 	Managers    []ManagerInfo `json:"managers"`
 	Nodes       []NodeStatus  `json:"nodes"`
+	// Failover is what the leader's failover driver sees, nil from a
+	// manager that does not report it.
+	Failover *FailoverStatus `json:"failover,omitempty"`
 }
 
 // ManagerInfo is one manager of the Raft configuration.
@@ -219,6 +281,11 @@ type NodeStatus struct {
 	LastHeartbeat time.Time `json:"last_heartbeat,omitzero"`
 	Degraded      bool      `json:"degraded"`
 	Error         string    `json:"error,omitempty"`
+	// PrimaryStream, StreamLost and DatabaseGone are the node's last
+	// report (see [Report]).
+	PrimaryStream bool          `json:"primary_stream"`
+	StreamLost    time.Duration `json:"stream_lost_ns,omitempty"`
+	DatabaseGone  bool          `json:"database_gone,omitempty"`
 }
 
 // ReportToPB returns the wire form of r.
@@ -238,6 +305,9 @@ func ReportToPB(r Report) *managerpb.HeartbeatRequest {
 		Error:                  r.Error,
 		LastCommitUnixMicro:    unixMicro(r.LastCommitTime),
 		AppliedCommitUnixMicro: unixMicro(r.AppliedCommitTime),
+		PrimaryStream:          r.PrimaryStream,
+		StreamLostMs:           r.StreamLost.Milliseconds(),
+		DatabaseGone:           r.DatabaseGone,
 	}
 }
 
@@ -259,6 +329,9 @@ func ReportFromPB(p *managerpb.HeartbeatRequest) Report {
 		Error:             p.GetError(),
 		LastCommitTime:    fromMicro(p.GetLastCommitUnixMicro()),
 		AppliedCommitTime: fromMicro(p.GetAppliedCommitUnixMicro()),
+		PrimaryStream:     p.GetPrimaryStream(),
+		StreamLost:        time.Duration(max(0, p.GetStreamLostMs())) * time.Millisecond,
+		DatabaseGone:      p.GetDatabaseGone(),
 	}
 	if r.AppliedSeqno == 0 && len(r.Applied) > 0 {
 		r.AppliedSeqno = slices.Min(slices.Collect(maps.Values(r.Applied)))
@@ -331,15 +404,43 @@ func stateFromPB(p *managerpb.ClusterState) ClusterState {
 		AntiFlapWindow:  time.Duration(p.GetAntiFlapWindowMs()) * time.Millisecond,
 	}
 	for _, e := range p.GetEpochHistory() {
-		s.EpochHistory = append(s.EpochHistory, EpochEntry{Epoch: e.GetEpoch(), Primary: e.GetPrimary(), FirstSeqno: e.GetFirstSeqno()})
+		s.EpochHistory = append(s.EpochHistory, epochFromPB(e))
 	}
-	if f := p.GetLastFailover(); f != nil {
-		s.LastFailover = &Failover{
-			At: fromMicro(f.GetAtUnixMicro()), Epoch: f.GetEpoch(), From: f.GetFrom(), To: f.GetTo(), Reason: f.GetReason(),
-			Acknowledged: f.GetAcknowledged(), AcknowledgedBy: f.GetAcknowledgedBy(), AcknowledgedAt: fromMicro(f.GetAcknowledgedAtUnixMicro()),
-		}
-	}
+	s.LastFailover = failoverFromPB(p.GetLastFailover())
 	return s
+}
+
+func epochFromPB(e *managerpb.EpochEntry) EpochEntry {
+	out := EpochEntry{Epoch: e.GetEpoch(), Primary: e.GetPrimary(), FirstSeqno: e.GetFirstSeqno(),
+		At: fromMicro(e.GetAtUnixMicro()), Automatic: e.GetAutomatic(), Reason: e.GetReason()}
+	if c := e.GetCertificate(); c != nil {
+		out.Certificate = &Certificate{CommitIndex: c.GetCommitIndex(), CommitIndexFrom: c.GetCommitIndexFrom(),
+			PrimarySeqno: c.GetPrimarySeqno(), PrimaryEpoch: c.GetPrimaryEpoch(), Positions: maps.Clone(c.GetPositions()),
+			LossPossibleSince: c.GetLossPossibleSince()}
+	}
+	return out
+}
+
+func failoverFromPB(f *managerpb.Failover) *Failover {
+	if f == nil {
+		return nil
+	}
+	return &Failover{
+		At: fromMicro(f.GetAtUnixMicro()), Epoch: f.GetEpoch(), From: f.GetFrom(), To: f.GetTo(), Reason: f.GetReason(),
+		Acknowledged: f.GetAcknowledged(), AcknowledgedBy: f.GetAcknowledgedBy(), AcknowledgedAt: fromMicro(f.GetAcknowledgedAtUnixMicro()),
+	}
+}
+
+func historyFromPB(p *managerpb.HistoryResponse) History {
+	h := History{Decisions: []Decision{}, Epochs: []EpochEntry{}, LastFailover: failoverFromPB(p.GetLastFailover())}
+	for _, d := range p.GetDecisions() {
+		h.Decisions = append(h.Decisions, Decision{At: fromMicro(d.GetAtUnixMicro()), Kind: d.GetKind(), Epoch: d.GetEpoch(),
+			Node: d.GetNode(), By: d.GetBy(), Reason: d.GetReason()})
+	}
+	for _, e := range p.GetEpochs() {
+		h.Epochs = append(h.Epochs, epochFromPB(e))
+	}
+	return h
 }
 
 func statusFromPB(p *managerpb.StatusResponse) Status {
@@ -365,7 +466,12 @@ func statusFromPB(p *managerpb.StatusResponse) Status {
 			LagTx: n.LagTx, ApplyLagTx: n.ApplyLagTx, LagSeconds: n.LagSeconds,
 			InSyncSet: n.GetInSyncSet(), LastHeartbeat: fromMicro(n.GetLastHeartbeatUnixMicro()),
 			Degraded: n.GetDegraded(), Error: n.GetError(),
+			PrimaryStream: n.GetPrimaryStream(), StreamLost: time.Duration(n.GetStreamLostMs()) * time.Millisecond,
+			DatabaseGone: n.GetDatabaseGone(),
 		})
+	}
+	if f := p.GetFailover(); f != nil {
+		st.Failover = &FailoverStatus{Automatic: f.GetAutomatic(), State: f.GetState(), Reason: f.GetReason(), Since: fromMicro(f.GetSinceUnixMicro())}
 	}
 	return st
 }

@@ -195,7 +195,7 @@ start_manager() {
       echo "  - {id: m$j, raft_addr: 127.0.0.1:$(raft_port "$j"), grpc_addr: 127.0.0.1:$(mgr_port "$j")}"
     done
     tls_yaml "m$i"
-    echo "failover: {timeout: 10s}"
+    echo "failover: {timeout: 3s}"
   } > "$dir/manager.yaml"
   chmod 600 "$dir/manager.yaml"
   start_proc "manager m$i" "$dir/manager.pid" "$dir/manager.log" "$bin/quire-manager" --config "$dir/manager.yaml" --bootstrap

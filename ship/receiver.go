@@ -51,6 +51,11 @@ type Receiver struct {
 	log    *slog.Logger
 	commit atomic.Uint64
 	epoch  atomic.Uint64 // epoch of the primary last accepted
+	// live is true while a stream accepted by the primary runs; lostAt is
+	// when the receiver last had none (its creation, or the end of the
+	// last accepted stream), in Unix nanoseconds of the local clock.
+	live   atomic.Bool
+	lostAt atomic.Int64
 
 	mu      sync.Mutex
 	changed chan struct{}
@@ -70,7 +75,21 @@ func NewReceiver(cfg ReceiverConfig) *Receiver {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Receiver{cfg: cfg, log: cfg.Logger.With("component", "ship-receiver"), changed: make(chan struct{})}
+	r := &Receiver{cfg: cfg, log: cfg.Logger.With("component", "ship-receiver"), changed: make(chan struct{})}
+	r.lostAt.Store(time.Now().UnixNano())
+	return r
+}
+
+// Stream reports whether a stream accepted by the primary runs now and,
+// when none does, how long the receiver has been without one (since it was
+// made, or since its last accepted stream ended). The managers' failure
+// detection counts a replica without a stream as confirming that the
+// primary is gone.
+func (r *Receiver) Stream() (live bool, lostFor time.Duration) {
+	if r.live.Load() {
+		return true, 0
+	}
+	return false, max(0, time.Since(time.Unix(0, r.lostAt.Load())))
 }
 
 // CommitIndex returns the highest seqno the primary reported committed
@@ -203,6 +222,11 @@ func (r *Receiver) Receive(ctx context.Context, conn grpc.ClientConnInterface) e
 			return fmt.Errorf("%w: %s serves epoch %d, this replica knows epoch %d", ErrStalePrimary, m.Accept.NodeId, streamEpoch, known)
 		}
 		r.epoch.Store(streamEpoch)
+		r.live.Store(true)
+		defer func() {
+			r.lostAt.Store(time.Now().UnixNano())
+			r.live.Store(false)
+		}()
 		r.log.Info("streaming from primary", "primary", m.Accept.NodeId, "epoch", streamEpoch, "from_seqno", last+1, "primary_last", m.Accept.LastSeqno)
 		if r.cfg.Accepted != nil {
 			r.cfg.Accepted()

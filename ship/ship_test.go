@@ -406,3 +406,30 @@ func TestCommitIndexNeverAheadOfDurable(t *testing.T) {
 	}
 	t.Logf("%d commit-index changes checked, %d violations", checks, violations)
 }
+
+// TestStreamState: Stream reports no stream (lost since the receiver was
+// made) before the primary accepts, a live one while it streams, and a
+// loss again, counted from the stream's end, once the primary is demoted.
+func TestStreamState(t *testing.T) {
+	primary := openLog(t)
+	appendN(t, primary, 3, 1, 50)
+	srv := NewServer(ServerConfig{Logger: testLogger(t), Node: "db1", Log: primary})
+	srv.SetRole(true, 1)
+	conn := serve(t, srv)
+	r := NewReceiver(ReceiverConfig{Logger: testLogger(t), Node: "db2", Log: openLog(t)})
+	time.Sleep(20 * time.Millisecond) // some time without a stream
+	if live, lost := r.Stream(); live || lost < 20*time.Millisecond {
+		t.Fatalf("before any stream: Stream() = %t, %s; want false, ≥ 20ms", live, lost)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Receive(ctx, conn) }()
+	waitFor(t, "a live stream", 10*time.Second, func() bool { live, lost := r.Stream(); return live && lost == 0 })
+	srv.SetRole(false, 2)
+	<-done
+	live, lost := r.Stream()
+	if live || lost > time.Second {
+		t.Fatalf("after the stream ended: Stream() = %t, %s; want false and a loss counted from its end", live, lost)
+	}
+}

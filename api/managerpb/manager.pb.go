@@ -416,8 +416,18 @@ type HeartbeatRequest struct {
 	// one. 0 when unknown. They give the lag in seconds.
 	LastCommitUnixMicro    int64 `protobuf:"varint,13,opt,name=last_commit_unix_micro,json=lastCommitUnixMicro,proto3" json:"last_commit_unix_micro,omitempty"`
 	AppliedCommitUnixMicro int64 `protobuf:"varint,14,opt,name=applied_commit_unix_micro,json=appliedCommitUnixMicro,proto3" json:"applied_commit_unix_micro,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// primary_stream (replicas): the agent holds a live log stream from the
+	// primary of its epoch.
+	PrimaryStream bool `protobuf:"varint,15,opt,name=primary_stream,json=primaryStream,proto3" json:"primary_stream,omitempty"`
+	// stream_lost_ms (replicas): how long the agent has been without such a
+	// stream (its role's start counts as a loss); 0 while it has one.
+	StreamLostMs int64 `protobuf:"varint,16,opt,name=stream_lost_ms,json=streamLostMs,proto3" json:"stream_lost_ms,omitempty"`
+	// database_gone: the agent's last probe found nothing listening at its
+	// database's address (connection refused, no socket): the server process
+	// is gone. The managers fail a primary over at once on it.
+	DatabaseGone  bool `protobuf:"varint,17,opt,name=database_gone,json=databaseGone,proto3" json:"database_gone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HeartbeatRequest) Reset() {
@@ -546,6 +556,27 @@ func (x *HeartbeatRequest) GetAppliedCommitUnixMicro() int64 {
 		return x.AppliedCommitUnixMicro
 	}
 	return 0
+}
+
+func (x *HeartbeatRequest) GetPrimaryStream() bool {
+	if x != nil {
+		return x.PrimaryStream
+	}
+	return false
+}
+
+func (x *HeartbeatRequest) GetStreamLostMs() int64 {
+	if x != nil {
+		return x.StreamLostMs
+	}
+	return 0
+}
+
+func (x *HeartbeatRequest) GetDatabaseGone() bool {
+	if x != nil {
+		return x.DatabaseGone
+	}
+	return false
 }
 
 // Assignment is what the leader wants an agent to be.
@@ -861,10 +892,17 @@ func (x *Member) GetMayBePrimary() bool {
 }
 
 type EpochEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Primary       string                 `protobuf:"bytes,2,opt,name=primary,proto3" json:"primary,omitempty"`
-	FirstSeqno    uint64                 `protobuf:"varint,3,opt,name=first_seqno,json=firstSeqno,proto3" json:"first_seqno,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Epoch      uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Primary    string                 `protobuf:"bytes,2,opt,name=primary,proto3" json:"primary,omitempty"`
+	FirstSeqno uint64                 `protobuf:"varint,3,opt,name=first_seqno,json=firstSeqno,proto3" json:"first_seqno,omitempty"`
+	// at_unix_micro is when the term was committed (0 if not recorded).
+	AtUnixMicro int64 `protobuf:"varint,4,opt,name=at_unix_micro,json=atUnixMicro,proto3" json:"at_unix_micro,omitempty"`
+	// automatic: the term was started by automatic failover.
+	Automatic bool   `protobuf:"varint,5,opt,name=automatic,proto3" json:"automatic,omitempty"`
+	Reason    string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// certificate is the promotion's failover certificate, if any.
+	Certificate   *Certificate `protobuf:"bytes,7,opt,name=certificate,proto3" json:"certificate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -920,6 +958,215 @@ func (x *EpochEntry) GetFirstSeqno() uint64 {
 	return 0
 }
 
+func (x *EpochEntry) GetAtUnixMicro() int64 {
+	if x != nil {
+		return x.AtUnixMicro
+	}
+	return 0
+}
+
+func (x *EpochEntry) GetAutomatic() bool {
+	if x != nil {
+		return x.Automatic
+	}
+	return false
+}
+
+func (x *EpochEntry) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *EpochEntry) GetCertificate() *Certificate {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+// Certificate is the evidence a promotion was decided on.
+type Certificate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// commit_index is the highest commit index any node reported (or Raft
+	// recorded); commit_index_from names who ("raft" for the recorded one).
+	CommitIndex     uint64 `protobuf:"varint,1,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	CommitIndexFrom string `protobuf:"bytes,2,opt,name=commit_index_from,json=commitIndexFrom,proto3" json:"commit_index_from,omitempty"`
+	// primary_seqno and primary_epoch are the new primary's last record when
+	// it was elected; never below commit_index unless the cluster was
+	// degraded.
+	PrimarySeqno uint64 `protobuf:"varint,3,opt,name=primary_seqno,json=primarySeqno,proto3" json:"primary_seqno,omitempty"`
+	PrimaryEpoch uint64 `protobuf:"varint,4,opt,name=primary_epoch,json=primaryEpoch,proto3" json:"primary_epoch,omitempty"`
+	// positions maps each member the election heard to its last record,
+	// "epoch/seqno".
+	Positions map[string]string `protobuf:"bytes,5,rep,name=positions,proto3" json:"positions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// loss_possible_since: the cluster was degraded from this seqno on; any
+	// transaction from it on may be lost. 0 when not degraded.
+	LossPossibleSince uint64 `protobuf:"varint,6,opt,name=loss_possible_since,json=lossPossibleSince,proto3" json:"loss_possible_since,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *Certificate) Reset() {
+	*x = Certificate{}
+	mi := &file_manager_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Certificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Certificate) ProtoMessage() {}
+
+func (x *Certificate) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
+func (*Certificate) Descriptor() ([]byte, []int) {
+	return file_manager_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Certificate) GetCommitIndex() uint64 {
+	if x != nil {
+		return x.CommitIndex
+	}
+	return 0
+}
+
+func (x *Certificate) GetCommitIndexFrom() string {
+	if x != nil {
+		return x.CommitIndexFrom
+	}
+	return ""
+}
+
+func (x *Certificate) GetPrimarySeqno() uint64 {
+	if x != nil {
+		return x.PrimarySeqno
+	}
+	return 0
+}
+
+func (x *Certificate) GetPrimaryEpoch() uint64 {
+	if x != nil {
+		return x.PrimaryEpoch
+	}
+	return 0
+}
+
+func (x *Certificate) GetPositions() map[string]string {
+	if x != nil {
+		return x.Positions
+	}
+	return nil
+}
+
+func (x *Certificate) GetLossPossibleSince() uint64 {
+	if x != nil {
+		return x.LossPossibleSince
+	}
+	return 0
+}
+
+// Decision is one entry of the failover decision log.
+type Decision struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	AtUnixMicro int64                  `protobuf:"varint,1,opt,name=at_unix_micro,json=atUnixMicro,proto3" json:"at_unix_micro,omitempty"`
+	// kind is "detection", "refusal", "promotion" or "note".
+	Kind  string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Epoch uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Node  string `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
+	// by names the manager (or operator) that decided.
+	By            string `protobuf:"bytes,5,opt,name=by,proto3" json:"by,omitempty"`
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Decision) Reset() {
+	*x = Decision{}
+	mi := &file_manager_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Decision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Decision) ProtoMessage() {}
+
+func (x *Decision) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Decision.ProtoReflect.Descriptor instead.
+func (*Decision) Descriptor() ([]byte, []int) {
+	return file_manager_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Decision) GetAtUnixMicro() int64 {
+	if x != nil {
+		return x.AtUnixMicro
+	}
+	return 0
+}
+
+func (x *Decision) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Decision) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Decision) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *Decision) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *Decision) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type Failover struct {
 	state                   protoimpl.MessageState `protogen:"open.v1"`
 	AtUnixMicro             int64                  `protobuf:"varint,1,opt,name=at_unix_micro,json=atUnixMicro,proto3" json:"at_unix_micro,omitempty"`
@@ -936,7 +1183,7 @@ type Failover struct {
 
 func (x *Failover) Reset() {
 	*x = Failover{}
-	mi := &file_manager_proto_msgTypes[11]
+	mi := &file_manager_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1195,7 @@ func (x *Failover) String() string {
 func (*Failover) ProtoMessage() {}
 
 func (x *Failover) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[11]
+	mi := &file_manager_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1208,7 @@ func (x *Failover) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Failover.ProtoReflect.Descriptor instead.
 func (*Failover) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{11}
+	return file_manager_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Failover) GetAtUnixMicro() int64 {
@@ -1041,7 +1288,7 @@ type ClusterState struct {
 
 func (x *ClusterState) Reset() {
 	*x = ClusterState{}
-	mi := &file_manager_proto_msgTypes[12]
+	mi := &file_manager_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1300,7 @@ func (x *ClusterState) String() string {
 func (*ClusterState) ProtoMessage() {}
 
 func (x *ClusterState) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[12]
+	mi := &file_manager_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1313,7 @@ func (x *ClusterState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterState.ProtoReflect.Descriptor instead.
 func (*ClusterState) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{12}
+	return file_manager_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ClusterState) GetMembers() []*Member {
@@ -1161,7 +1408,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_manager_proto_msgTypes[13]
+	mi := &file_manager_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1420,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[13]
+	mi := &file_manager_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1433,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{13}
+	return file_manager_proto_rawDescGZIP(), []int{15}
 }
 
 type StatusResponse struct {
@@ -1196,16 +1443,18 @@ type StatusResponse struct {
 	LeaderGrpcAddr string                 `protobuf:"bytes,3,opt,name=leader_grpc_addr,json=leaderGrpcAddr,proto3" json:"leader_grpc_addr,omitempty"`
 	// commit_seqno is the best known commit index: the primary's report if
 	// it is newer than the one recorded in Raft.
-	CommitSeqno   uint64         `protobuf:"varint,4,opt,name=commit_seqno,json=commitSeqno,proto3" json:"commit_seqno,omitempty"`
-	Managers      []*ManagerInfo `protobuf:"bytes,5,rep,name=managers,proto3" json:"managers,omitempty"`
-	Nodes         []*NodeStatus  `protobuf:"bytes,6,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	CommitSeqno uint64         `protobuf:"varint,4,opt,name=commit_seqno,json=commitSeqno,proto3" json:"commit_seqno,omitempty"`
+	Managers    []*ManagerInfo `protobuf:"bytes,5,rep,name=managers,proto3" json:"managers,omitempty"`
+	Nodes       []*NodeStatus  `protobuf:"bytes,6,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// failover is what the leader's failover driver sees now.
+	Failover      *FailoverStatus `protobuf:"bytes,7,opt,name=failover,proto3" json:"failover,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_manager_proto_msgTypes[14]
+	mi := &file_manager_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1466,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[14]
+	mi := &file_manager_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1479,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{14}
+	return file_manager_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StatusResponse) GetState() *ClusterState {
@@ -1275,6 +1524,87 @@ func (x *StatusResponse) GetNodes() []*NodeStatus {
 	return nil
 }
 
+func (x *StatusResponse) GetFailover() *FailoverStatus {
+	if x != nil {
+		return x.Failover
+	}
+	return nil
+}
+
+// FailoverStatus is the leader's failover driver's view of the primary.
+type FailoverStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// automatic: this leader fails over automatically (failover.auto).
+	Automatic bool `protobuf:"varint,1,opt,name=automatic,proto3" json:"automatic,omitempty"`
+	// state is "healthy", "suspect", "failed", "refused", "promoting" or
+	// "off".
+	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// reason says why, in words.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// since_unix_micro is when the current state began (0 if unknown).
+	SinceUnixMicro int64 `protobuf:"varint,4,opt,name=since_unix_micro,json=sinceUnixMicro,proto3" json:"since_unix_micro,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *FailoverStatus) Reset() {
+	*x = FailoverStatus{}
+	mi := &file_manager_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailoverStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailoverStatus) ProtoMessage() {}
+
+func (x *FailoverStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailoverStatus.ProtoReflect.Descriptor instead.
+func (*FailoverStatus) Descriptor() ([]byte, []int) {
+	return file_manager_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *FailoverStatus) GetAutomatic() bool {
+	if x != nil {
+		return x.Automatic
+	}
+	return false
+}
+
+func (x *FailoverStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *FailoverStatus) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *FailoverStatus) GetSinceUnixMicro() int64 {
+	if x != nil {
+		return x.SinceUnixMicro
+	}
+	return 0
+}
+
 type ManagerInfo struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1287,7 +1617,7 @@ type ManagerInfo struct {
 
 func (x *ManagerInfo) Reset() {
 	*x = ManagerInfo{}
-	mi := &file_manager_proto_msgTypes[15]
+	mi := &file_manager_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1629,7 @@ func (x *ManagerInfo) String() string {
 func (*ManagerInfo) ProtoMessage() {}
 
 func (x *ManagerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[15]
+	mi := &file_manager_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1642,7 @@ func (x *ManagerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManagerInfo.ProtoReflect.Descriptor instead.
 func (*ManagerInfo) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{15}
+	return file_manager_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ManagerInfo) GetId() string {
@@ -1376,13 +1706,18 @@ type NodeStatus struct {
 	LastHeartbeatUnixMicro int64  `protobuf:"varint,18,opt,name=last_heartbeat_unix_micro,json=lastHeartbeatUnixMicro,proto3" json:"last_heartbeat_unix_micro,omitempty"`
 	Degraded               bool   `protobuf:"varint,19,opt,name=degraded,proto3" json:"degraded,omitempty"`
 	Error                  string `protobuf:"bytes,20,opt,name=error,proto3" json:"error,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// primary_stream, stream_lost_ms and database_gone are the node's last
+	// report (see HeartbeatRequest).
+	PrimaryStream bool  `protobuf:"varint,21,opt,name=primary_stream,json=primaryStream,proto3" json:"primary_stream,omitempty"`
+	StreamLostMs  int64 `protobuf:"varint,22,opt,name=stream_lost_ms,json=streamLostMs,proto3" json:"stream_lost_ms,omitempty"`
+	DatabaseGone  bool  `protobuf:"varint,23,opt,name=database_gone,json=databaseGone,proto3" json:"database_gone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_manager_proto_msgTypes[16]
+	mi := &file_manager_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1729,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[16]
+	mi := &file_manager_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1742,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{16}
+	return file_manager_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *NodeStatus) GetMember() *Member {
@@ -1550,6 +1885,27 @@ func (x *NodeStatus) GetError() string {
 	return ""
 }
 
+func (x *NodeStatus) GetPrimaryStream() bool {
+	if x != nil {
+		return x.PrimaryStream
+	}
+	return false
+}
+
+func (x *NodeStatus) GetStreamLostMs() int64 {
+	if x != nil {
+		return x.StreamLostMs
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetDatabaseGone() bool {
+	if x != nil {
+		return x.DatabaseGone
+	}
+	return false
+}
+
 type MembersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1558,7 +1914,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_manager_proto_msgTypes[17]
+	mi := &file_manager_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1570,7 +1926,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[17]
+	mi := &file_manager_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1583,7 +1939,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{17}
+	return file_manager_proto_rawDescGZIP(), []int{20}
 }
 
 type MembersResponse struct {
@@ -1595,7 +1951,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_manager_proto_msgTypes[18]
+	mi := &file_manager_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1607,7 +1963,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[18]
+	mi := &file_manager_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1620,7 +1976,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{18}
+	return file_manager_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -1639,7 +1995,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_manager_proto_msgTypes[19]
+	mi := &file_manager_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1651,7 +2007,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[19]
+	mi := &file_manager_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1664,7 +2020,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{19}
+	return file_manager_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AddMemberRequest) GetMember() *Member {
@@ -1683,7 +2039,7 @@ type UpdateMemberRequest struct {
 
 func (x *UpdateMemberRequest) Reset() {
 	*x = UpdateMemberRequest{}
-	mi := &file_manager_proto_msgTypes[20]
+	mi := &file_manager_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1695,7 +2051,7 @@ func (x *UpdateMemberRequest) String() string {
 func (*UpdateMemberRequest) ProtoMessage() {}
 
 func (x *UpdateMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[20]
+	mi := &file_manager_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1708,7 +2064,7 @@ func (x *UpdateMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateMemberRequest.ProtoReflect.Descriptor instead.
 func (*UpdateMemberRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{20}
+	return file_manager_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UpdateMemberRequest) GetMember() *Member {
@@ -1727,7 +2083,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_manager_proto_msgTypes[21]
+	mi := &file_manager_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1739,7 +2095,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[21]
+	mi := &file_manager_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1752,7 +2108,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{21}
+	return file_manager_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -1771,7 +2127,7 @@ type SetKRequest struct {
 
 func (x *SetKRequest) Reset() {
 	*x = SetKRequest{}
-	mi := &file_manager_proto_msgTypes[22]
+	mi := &file_manager_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1783,7 +2139,7 @@ func (x *SetKRequest) String() string {
 func (*SetKRequest) ProtoMessage() {}
 
 func (x *SetKRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[22]
+	mi := &file_manager_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1796,7 +2152,7 @@ func (x *SetKRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKRequest.ProtoReflect.Descriptor instead.
 func (*SetKRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{22}
+	return file_manager_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SetKRequest) GetK() int32 {
@@ -1816,7 +2172,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_manager_proto_msgTypes[23]
+	mi := &file_manager_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1828,7 +2184,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[23]
+	mi := &file_manager_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1841,7 +2197,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{23}
+	return file_manager_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SetPolicyRequest) GetPolicy() string {
@@ -1860,7 +2216,7 @@ type SetSyncSetRequest struct {
 
 func (x *SetSyncSetRequest) Reset() {
 	*x = SetSyncSetRequest{}
-	mi := &file_manager_proto_msgTypes[24]
+	mi := &file_manager_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1872,7 +2228,7 @@ func (x *SetSyncSetRequest) String() string {
 func (*SetSyncSetRequest) ProtoMessage() {}
 
 func (x *SetSyncSetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[24]
+	mi := &file_manager_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1885,7 +2241,7 @@ func (x *SetSyncSetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSyncSetRequest.ProtoReflect.Descriptor instead.
 func (*SetSyncSetRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{24}
+	return file_manager_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SetSyncSetRequest) GetMembers() []string {
@@ -1906,7 +2262,7 @@ type SetSettingsRequest struct {
 
 func (x *SetSettingsRequest) Reset() {
 	*x = SetSettingsRequest{}
-	mi := &file_manager_proto_msgTypes[25]
+	mi := &file_manager_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1918,7 +2274,7 @@ func (x *SetSettingsRequest) String() string {
 func (*SetSettingsRequest) ProtoMessage() {}
 
 func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[25]
+	mi := &file_manager_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1931,7 +2287,7 @@ func (x *SetSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSettingsRequest.ProtoReflect.Descriptor instead.
 func (*SetSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{25}
+	return file_manager_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SetSettingsRequest) GetFailoverTimeoutMs() int64 {
@@ -1955,14 +2311,18 @@ type InitClusterRequest struct {
 	FirstSeqno uint64 `protobuf:"varint,2,opt,name=first_seqno,json=firstSeqno,proto3" json:"first_seqno,omitempty"`
 	// sync_set, if not empty, becomes the sync set of epoch 1; empty keeps
 	// the current one.
-	SyncSet       []string `protobuf:"bytes,3,rep,name=sync_set,json=syncSet,proto3" json:"sync_set,omitempty"`
+	SyncSet []string `protobuf:"bytes,3,rep,name=sync_set,json=syncSet,proto3" json:"sync_set,omitempty"`
+	// by names who initialises, for the decision log; empty means the
+	// caller's certificate name (the manager that first receives the call
+	// fills it in before forwarding it).
+	By            string `protobuf:"bytes,4,opt,name=by,proto3" json:"by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InitClusterRequest) Reset() {
 	*x = InitClusterRequest{}
-	mi := &file_manager_proto_msgTypes[26]
+	mi := &file_manager_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1974,7 +2334,7 @@ func (x *InitClusterRequest) String() string {
 func (*InitClusterRequest) ProtoMessage() {}
 
 func (x *InitClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[26]
+	mi := &file_manager_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1987,7 +2347,7 @@ func (x *InitClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitClusterRequest.ProtoReflect.Descriptor instead.
 func (*InitClusterRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{26}
+	return file_manager_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *InitClusterRequest) GetPrimary() string {
@@ -2011,6 +2371,13 @@ func (x *InitClusterRequest) GetSyncSet() []string {
 	return nil
 }
 
+func (x *InitClusterRequest) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
 type AcknowledgeFailoverRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// by names who acknowledges; empty means the caller's certificate name.
@@ -2021,7 +2388,7 @@ type AcknowledgeFailoverRequest struct {
 
 func (x *AcknowledgeFailoverRequest) Reset() {
 	*x = AcknowledgeFailoverRequest{}
-	mi := &file_manager_proto_msgTypes[27]
+	mi := &file_manager_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2033,7 +2400,7 @@ func (x *AcknowledgeFailoverRequest) String() string {
 func (*AcknowledgeFailoverRequest) ProtoMessage() {}
 
 func (x *AcknowledgeFailoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_proto_msgTypes[27]
+	mi := &file_manager_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2046,7 +2413,7 @@ func (x *AcknowledgeFailoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeFailoverRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeFailoverRequest) Descriptor() ([]byte, []int) {
-	return file_manager_proto_rawDescGZIP(), []int{27}
+	return file_manager_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AcknowledgeFailoverRequest) GetBy() string {
@@ -2054,6 +2421,105 @@ func (x *AcknowledgeFailoverRequest) GetBy() string {
 		return x.By
 	}
 	return ""
+}
+
+type HistoryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryRequest) Reset() {
+	*x = HistoryRequest{}
+	mi := &file_manager_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryRequest) ProtoMessage() {}
+
+func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
+func (*HistoryRequest) Descriptor() ([]byte, []int) {
+	return file_manager_proto_rawDescGZIP(), []int{31}
+}
+
+type HistoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// decisions, oldest first (the managers keep the newest 256).
+	Decisions []*Decision `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	// epochs is the epoch history with each promotion's certificate.
+	Epochs []*EpochEntry `protobuf:"bytes,2,rep,name=epochs,proto3" json:"epochs,omitempty"`
+	// last_failover is the last automatic failover, if any.
+	LastFailover  *Failover `protobuf:"bytes,3,opt,name=last_failover,json=lastFailover,proto3" json:"last_failover,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryResponse) Reset() {
+	*x = HistoryResponse{}
+	mi := &file_manager_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryResponse) ProtoMessage() {}
+
+func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
+func (*HistoryResponse) Descriptor() ([]byte, []int) {
+	return file_manager_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *HistoryResponse) GetDecisions() []*Decision {
+	if x != nil {
+		return x.Decisions
+	}
+	return nil
+}
+
+func (x *HistoryResponse) GetEpochs() []*EpochEntry {
+	if x != nil {
+		return x.Epochs
+	}
+	return nil
+}
+
+func (x *HistoryResponse) GetLastFailover() *Failover {
+	if x != nil {
+		return x.LastFailover
+	}
+	return nil
 }
 
 var File_manager_proto protoreflect.FileDescriptor
@@ -2083,7 +2549,7 @@ const file_manager_proto_rawDesc = "" +
 	"\n" +
 	"agent_addr\x18\x02 \x01(\tR\tagentAddr\x12\x1d\n" +
 	"\n" +
-	"mysql_addr\x18\x03 \x01(\tR\tmysqlAddr\"\xd2\x04\n" +
+	"mysql_addr\x18\x03 \x01(\tR\tmysqlAddr\"\xc4\x05\n" +
 	"\x10HeartbeatRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
@@ -2100,7 +2566,10 @@ const file_manager_proto_rawDesc = "" +
 	"\bdegraded\x18\v \x01(\bR\bdegraded\x12\x14\n" +
 	"\x05error\x18\f \x01(\tR\x05error\x123\n" +
 	"\x16last_commit_unix_micro\x18\r \x01(\x03R\x13lastCommitUnixMicro\x129\n" +
-	"\x19applied_commit_unix_micro\x18\x0e \x01(\x03R\x16appliedCommitUnixMicro\x1a:\n" +
+	"\x19applied_commit_unix_micro\x18\x0e \x01(\x03R\x16appliedCommitUnixMicro\x12%\n" +
+	"\x0eprimary_stream\x18\x0f \x01(\bR\rprimaryStream\x12$\n" +
+	"\x0estream_lost_ms\x18\x10 \x01(\x03R\fstreamLostMs\x12#\n" +
+	"\rdatabase_gone\x18\x11 \x01(\bR\fdatabaseGone\x1a:\n" +
 	"\fAppliedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xfd\x03\n" +
@@ -2135,13 +2604,34 @@ const file_manager_proto_rawDesc = "" +
 	"agent_addr\x18\x03 \x01(\tR\tagentAddr\x12!\n" +
 	"\fmanager_addr\x18\x04 \x01(\tR\vmanagerAddr\x12\x1a\n" +
 	"\bpriority\x18\x05 \x01(\x05R\bpriority\x12$\n" +
-	"\x0emay_be_primary\x18\x06 \x01(\bR\fmayBePrimary\"]\n" +
+	"\x0emay_be_primary\x18\x06 \x01(\bR\fmayBePrimary\"\xf8\x01\n" +
 	"\n" +
 	"EpochEntry\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\aprimary\x18\x02 \x01(\tR\aprimary\x12\x1f\n" +
 	"\vfirst_seqno\x18\x03 \x01(\x04R\n" +
-	"firstSeqno\"\x8a\x02\n" +
+	"firstSeqno\x12\"\n" +
+	"\rat_unix_micro\x18\x04 \x01(\x03R\vatUnixMicro\x12\x1c\n" +
+	"\tautomatic\x18\x05 \x01(\bR\tautomatic\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12?\n" +
+	"\vcertificate\x18\a \x01(\v2\x1d.quire.manager.v1.CertificateR\vcertificate\"\xe0\x02\n" +
+	"\vCertificate\x12!\n" +
+	"\fcommit_index\x18\x01 \x01(\x04R\vcommitIndex\x12*\n" +
+	"\x11commit_index_from\x18\x02 \x01(\tR\x0fcommitIndexFrom\x12#\n" +
+	"\rprimary_seqno\x18\x03 \x01(\x04R\fprimarySeqno\x12#\n" +
+	"\rprimary_epoch\x18\x04 \x01(\x04R\fprimaryEpoch\x12J\n" +
+	"\tpositions\x18\x05 \x03(\v2,.quire.manager.v1.Certificate.PositionsEntryR\tpositions\x12.\n" +
+	"\x13loss_possible_since\x18\x06 \x01(\x04R\x11lossPossibleSince\x1a<\n" +
+	"\x0ePositionsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x94\x01\n" +
+	"\bDecision\x12\"\n" +
+	"\rat_unix_micro\x18\x01 \x01(\x03R\vatUnixMicro\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x12\n" +
+	"\x04node\x18\x04 \x01(\tR\x04node\x12\x0e\n" +
+	"\x02by\x18\x05 \x01(\tR\x02by\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"\x8a\x02\n" +
 	"\bFailover\x12\"\n" +
 	"\rat_unix_micro\x18\x01 \x01(\x03R\vatUnixMicro\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x12\n" +
@@ -2165,19 +2655,25 @@ const file_manager_proto_rawDesc = "" +
 	" \x01(\v2\x1a.quire.manager.v1.FailoverR\flastFailover\x12.\n" +
 	"\x13failover_timeout_ms\x18\v \x01(\x03R\x11failoverTimeoutMs\x12-\n" +
 	"\x13anti_flap_window_ms\x18\f \x01(\x03R\x10antiFlapWindowMs\"\x0f\n" +
-	"\rStatusRequest\"\x9f\x02\n" +
+	"\rStatusRequest\"\xdd\x02\n" +
 	"\x0eStatusResponse\x124\n" +
 	"\x05state\x18\x01 \x01(\v2\x1e.quire.manager.v1.ClusterStateR\x05state\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\x12(\n" +
 	"\x10leader_grpc_addr\x18\x03 \x01(\tR\x0eleaderGrpcAddr\x12!\n" +
 	"\fcommit_seqno\x18\x04 \x01(\x04R\vcommitSeqno\x129\n" +
 	"\bmanagers\x18\x05 \x03(\v2\x1d.quire.manager.v1.ManagerInfoR\bmanagers\x122\n" +
-	"\x05nodes\x18\x06 \x03(\v2\x1c.quire.manager.v1.NodeStatusR\x05nodes\"o\n" +
+	"\x05nodes\x18\x06 \x03(\v2\x1c.quire.manager.v1.NodeStatusR\x05nodes\x12<\n" +
+	"\bfailover\x18\a \x01(\v2 .quire.manager.v1.FailoverStatusR\bfailover\"\x86\x01\n" +
+	"\x0eFailoverStatus\x12\x1c\n" +
+	"\tautomatic\x18\x01 \x01(\bR\tautomatic\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12(\n" +
+	"\x10since_unix_micro\x18\x04 \x01(\x03R\x0esinceUnixMicro\"o\n" +
 	"\vManagerInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x16\n" +
-	"\x06leader\x18\x04 \x01(\bR\x06leader\"\xbc\x06\n" +
+	"\x06leader\x18\x04 \x01(\bR\x06leader\"\xae\a\n" +
 	"\n" +
 	"NodeStatus\x120\n" +
 	"\x06member\x18\x01 \x01(\v2\x18.quire.manager.v1.MemberR\x06member\x12\x12\n" +
@@ -2203,7 +2699,10 @@ const file_manager_proto_rawDesc = "" +
 	"\vin_sync_set\x18\x11 \x01(\bR\tinSyncSet\x129\n" +
 	"\x19last_heartbeat_unix_micro\x18\x12 \x01(\x03R\x16lastHeartbeatUnixMicro\x12\x1a\n" +
 	"\bdegraded\x18\x13 \x01(\bR\bdegraded\x12\x14\n" +
-	"\x05error\x18\x14 \x01(\tR\x05error\x1a:\n" +
+	"\x05error\x18\x14 \x01(\tR\x05error\x12%\n" +
+	"\x0eprimary_stream\x18\x15 \x01(\bR\rprimaryStream\x12$\n" +
+	"\x0estream_lost_ms\x18\x16 \x01(\x03R\fstreamLostMs\x12#\n" +
+	"\rdatabase_gone\x18\x17 \x01(\bR\fdatabaseGone\x1a:\n" +
 	"\fAppliedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01B\t\n" +
@@ -2229,14 +2728,20 @@ const file_manager_proto_rawDesc = "" +
 	"\x13failover_timeout_ms\x18\x01 \x01(\x03H\x00R\x11failoverTimeoutMs\x88\x01\x01\x122\n" +
 	"\x13anti_flap_window_ms\x18\x02 \x01(\x03H\x01R\x10antiFlapWindowMs\x88\x01\x01B\x16\n" +
 	"\x14_failover_timeout_msB\x16\n" +
-	"\x14_anti_flap_window_ms\"j\n" +
+	"\x14_anti_flap_window_ms\"z\n" +
 	"\x12InitClusterRequest\x12\x18\n" +
 	"\aprimary\x18\x01 \x01(\tR\aprimary\x12\x1f\n" +
 	"\vfirst_seqno\x18\x02 \x01(\x04R\n" +
 	"firstSeqno\x12\x19\n" +
-	"\bsync_set\x18\x03 \x03(\tR\asyncSet\",\n" +
+	"\bsync_set\x18\x03 \x03(\tR\asyncSet\x12\x0e\n" +
+	"\x02by\x18\x04 \x01(\tR\x02by\",\n" +
 	"\x1aAcknowledgeFailoverRequest\x12\x0e\n" +
-	"\x02by\x18\x01 \x01(\tR\x02by2\x90\n" +
+	"\x02by\x18\x01 \x01(\tR\x02by\"\x10\n" +
+	"\x0eHistoryRequest\"\xc2\x01\n" +
+	"\x0fHistoryResponse\x128\n" +
+	"\tdecisions\x18\x01 \x03(\v2\x1a.quire.manager.v1.DecisionR\tdecisions\x124\n" +
+	"\x06epochs\x18\x02 \x03(\v2\x1c.quire.manager.v1.EpochEntryR\x06epochs\x12?\n" +
+	"\rlast_failover\x18\x03 \x01(\v2\x1a.quire.manager.v1.FailoverR\flastFailover2\xe0\n" +
 	"\n" +
 	"\x0eManagerService\x12U\n" +
 	"\rRegisterAgent\x12&.quire.manager.v1.RegisterAgentRequest\x1a\x1c.quire.manager.v1.Assignment\x12M\n" +
@@ -2254,7 +2759,8 @@ const file_manager_proto_rawDesc = "" +
 	"\vInitCluster\x12$.quire.manager.v1.InitClusterRequest\x1a\x1e.quire.manager.v1.ClusterState\x12c\n" +
 	"\x13AcknowledgeFailover\x12,.quire.manager.v1.AcknowledgeFailoverRequest\x1a\x1e.quire.manager.v1.ClusterState\x12f\n" +
 	"\x11RevokeCertificate\x12*.quire.manager.v1.RevokeCertificateRequest\x1a%.quire.manager.v1.RevokedCertificates\x12Z\n" +
-	"\vListRevoked\x12$.quire.manager.v1.ListRevokedRequest\x1a%.quire.manager.v1.RevokedCertificatesB)Z'github.com/quire-ha/quire/api/managerpbb\x06proto3"
+	"\vListRevoked\x12$.quire.manager.v1.ListRevokedRequest\x1a%.quire.manager.v1.RevokedCertificates\x12N\n" +
+	"\aHistory\x12 .quire.manager.v1.HistoryRequest\x1a!.quire.manager.v1.HistoryResponseB)Z'github.com/quire-ha/quire/api/managerpbb\x06proto3"
 
 var (
 	file_manager_proto_rawDescOnce sync.Once
@@ -2268,7 +2774,7 @@ func file_manager_proto_rawDescGZIP() []byte {
 	return file_manager_proto_rawDescData
 }
 
-var file_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_manager_proto_goTypes = []any{
 	(*RevokeCertificateRequest)(nil),   // 0: quire.manager.v1.RevokeCertificateRequest
 	(*ListRevokedRequest)(nil),         // 1: quire.manager.v1.ListRevokedRequest
@@ -2281,77 +2787,91 @@ var file_manager_proto_goTypes = []any{
 	(*Degraded)(nil),                   // 8: quire.manager.v1.Degraded
 	(*Member)(nil),                     // 9: quire.manager.v1.Member
 	(*EpochEntry)(nil),                 // 10: quire.manager.v1.EpochEntry
-	(*Failover)(nil),                   // 11: quire.manager.v1.Failover
-	(*ClusterState)(nil),               // 12: quire.manager.v1.ClusterState
-	(*StatusRequest)(nil),              // 13: quire.manager.v1.StatusRequest
-	(*StatusResponse)(nil),             // 14: quire.manager.v1.StatusResponse
-	(*ManagerInfo)(nil),                // 15: quire.manager.v1.ManagerInfo
-	(*NodeStatus)(nil),                 // 16: quire.manager.v1.NodeStatus
-	(*MembersRequest)(nil),             // 17: quire.manager.v1.MembersRequest
-	(*MembersResponse)(nil),            // 18: quire.manager.v1.MembersResponse
-	(*AddMemberRequest)(nil),           // 19: quire.manager.v1.AddMemberRequest
-	(*UpdateMemberRequest)(nil),        // 20: quire.manager.v1.UpdateMemberRequest
-	(*RemoveMemberRequest)(nil),        // 21: quire.manager.v1.RemoveMemberRequest
-	(*SetKRequest)(nil),                // 22: quire.manager.v1.SetKRequest
-	(*SetPolicyRequest)(nil),           // 23: quire.manager.v1.SetPolicyRequest
-	(*SetSyncSetRequest)(nil),          // 24: quire.manager.v1.SetSyncSetRequest
-	(*SetSettingsRequest)(nil),         // 25: quire.manager.v1.SetSettingsRequest
-	(*InitClusterRequest)(nil),         // 26: quire.manager.v1.InitClusterRequest
-	(*AcknowledgeFailoverRequest)(nil), // 27: quire.manager.v1.AcknowledgeFailoverRequest
-	nil,                                // 28: quire.manager.v1.HeartbeatRequest.AppliedEntry
-	nil,                                // 29: quire.manager.v1.NodeStatus.AppliedEntry
+	(*Certificate)(nil),                // 11: quire.manager.v1.Certificate
+	(*Decision)(nil),                   // 12: quire.manager.v1.Decision
+	(*Failover)(nil),                   // 13: quire.manager.v1.Failover
+	(*ClusterState)(nil),               // 14: quire.manager.v1.ClusterState
+	(*StatusRequest)(nil),              // 15: quire.manager.v1.StatusRequest
+	(*StatusResponse)(nil),             // 16: quire.manager.v1.StatusResponse
+	(*FailoverStatus)(nil),             // 17: quire.manager.v1.FailoverStatus
+	(*ManagerInfo)(nil),                // 18: quire.manager.v1.ManagerInfo
+	(*NodeStatus)(nil),                 // 19: quire.manager.v1.NodeStatus
+	(*MembersRequest)(nil),             // 20: quire.manager.v1.MembersRequest
+	(*MembersResponse)(nil),            // 21: quire.manager.v1.MembersResponse
+	(*AddMemberRequest)(nil),           // 22: quire.manager.v1.AddMemberRequest
+	(*UpdateMemberRequest)(nil),        // 23: quire.manager.v1.UpdateMemberRequest
+	(*RemoveMemberRequest)(nil),        // 24: quire.manager.v1.RemoveMemberRequest
+	(*SetKRequest)(nil),                // 25: quire.manager.v1.SetKRequest
+	(*SetPolicyRequest)(nil),           // 26: quire.manager.v1.SetPolicyRequest
+	(*SetSyncSetRequest)(nil),          // 27: quire.manager.v1.SetSyncSetRequest
+	(*SetSettingsRequest)(nil),         // 28: quire.manager.v1.SetSettingsRequest
+	(*InitClusterRequest)(nil),         // 29: quire.manager.v1.InitClusterRequest
+	(*AcknowledgeFailoverRequest)(nil), // 30: quire.manager.v1.AcknowledgeFailoverRequest
+	(*HistoryRequest)(nil),             // 31: quire.manager.v1.HistoryRequest
+	(*HistoryResponse)(nil),            // 32: quire.manager.v1.HistoryResponse
+	nil,                                // 33: quire.manager.v1.HeartbeatRequest.AppliedEntry
+	nil,                                // 34: quire.manager.v1.Certificate.PositionsEntry
+	nil,                                // 35: quire.manager.v1.NodeStatus.AppliedEntry
 }
 var file_manager_proto_depIdxs = []int32{
 	2,  // 0: quire.manager.v1.RevokedCertificates.certificates:type_name -> quire.manager.v1.RevokedCertificate
-	28, // 1: quire.manager.v1.HeartbeatRequest.applied:type_name -> quire.manager.v1.HeartbeatRequest.AppliedEntry
+	33, // 1: quire.manager.v1.HeartbeatRequest.applied:type_name -> quire.manager.v1.HeartbeatRequest.AppliedEntry
 	8,  // 2: quire.manager.v1.Assignment.degraded:type_name -> quire.manager.v1.Degraded
-	9,  // 3: quire.manager.v1.ClusterState.members:type_name -> quire.manager.v1.Member
-	10, // 4: quire.manager.v1.ClusterState.epoch_history:type_name -> quire.manager.v1.EpochEntry
-	8,  // 5: quire.manager.v1.ClusterState.degraded:type_name -> quire.manager.v1.Degraded
-	11, // 6: quire.manager.v1.ClusterState.last_failover:type_name -> quire.manager.v1.Failover
-	12, // 7: quire.manager.v1.StatusResponse.state:type_name -> quire.manager.v1.ClusterState
-	15, // 8: quire.manager.v1.StatusResponse.managers:type_name -> quire.manager.v1.ManagerInfo
-	16, // 9: quire.manager.v1.StatusResponse.nodes:type_name -> quire.manager.v1.NodeStatus
-	9,  // 10: quire.manager.v1.NodeStatus.member:type_name -> quire.manager.v1.Member
-	29, // 11: quire.manager.v1.NodeStatus.applied:type_name -> quire.manager.v1.NodeStatus.AppliedEntry
-	9,  // 12: quire.manager.v1.MembersResponse.members:type_name -> quire.manager.v1.Member
-	9,  // 13: quire.manager.v1.AddMemberRequest.member:type_name -> quire.manager.v1.Member
-	9,  // 14: quire.manager.v1.UpdateMemberRequest.member:type_name -> quire.manager.v1.Member
-	5,  // 15: quire.manager.v1.ManagerService.RegisterAgent:input_type -> quire.manager.v1.RegisterAgentRequest
-	6,  // 16: quire.manager.v1.ManagerService.Heartbeat:input_type -> quire.manager.v1.HeartbeatRequest
-	13, // 17: quire.manager.v1.ManagerService.Status:input_type -> quire.manager.v1.StatusRequest
-	17, // 18: quire.manager.v1.ManagerService.Members:input_type -> quire.manager.v1.MembersRequest
-	19, // 19: quire.manager.v1.ManagerService.AddMember:input_type -> quire.manager.v1.AddMemberRequest
-	20, // 20: quire.manager.v1.ManagerService.UpdateMember:input_type -> quire.manager.v1.UpdateMemberRequest
-	21, // 21: quire.manager.v1.ManagerService.RemoveMember:input_type -> quire.manager.v1.RemoveMemberRequest
-	22, // 22: quire.manager.v1.ManagerService.SetK:input_type -> quire.manager.v1.SetKRequest
-	23, // 23: quire.manager.v1.ManagerService.SetPolicy:input_type -> quire.manager.v1.SetPolicyRequest
-	24, // 24: quire.manager.v1.ManagerService.SetSyncSet:input_type -> quire.manager.v1.SetSyncSetRequest
-	25, // 25: quire.manager.v1.ManagerService.SetSettings:input_type -> quire.manager.v1.SetSettingsRequest
-	26, // 26: quire.manager.v1.ManagerService.InitCluster:input_type -> quire.manager.v1.InitClusterRequest
-	27, // 27: quire.manager.v1.ManagerService.AcknowledgeFailover:input_type -> quire.manager.v1.AcknowledgeFailoverRequest
-	0,  // 28: quire.manager.v1.ManagerService.RevokeCertificate:input_type -> quire.manager.v1.RevokeCertificateRequest
-	1,  // 29: quire.manager.v1.ManagerService.ListRevoked:input_type -> quire.manager.v1.ListRevokedRequest
-	7,  // 30: quire.manager.v1.ManagerService.RegisterAgent:output_type -> quire.manager.v1.Assignment
-	7,  // 31: quire.manager.v1.ManagerService.Heartbeat:output_type -> quire.manager.v1.Assignment
-	14, // 32: quire.manager.v1.ManagerService.Status:output_type -> quire.manager.v1.StatusResponse
-	18, // 33: quire.manager.v1.ManagerService.Members:output_type -> quire.manager.v1.MembersResponse
-	12, // 34: quire.manager.v1.ManagerService.AddMember:output_type -> quire.manager.v1.ClusterState
-	12, // 35: quire.manager.v1.ManagerService.UpdateMember:output_type -> quire.manager.v1.ClusterState
-	12, // 36: quire.manager.v1.ManagerService.RemoveMember:output_type -> quire.manager.v1.ClusterState
-	12, // 37: quire.manager.v1.ManagerService.SetK:output_type -> quire.manager.v1.ClusterState
-	12, // 38: quire.manager.v1.ManagerService.SetPolicy:output_type -> quire.manager.v1.ClusterState
-	12, // 39: quire.manager.v1.ManagerService.SetSyncSet:output_type -> quire.manager.v1.ClusterState
-	12, // 40: quire.manager.v1.ManagerService.SetSettings:output_type -> quire.manager.v1.ClusterState
-	12, // 41: quire.manager.v1.ManagerService.InitCluster:output_type -> quire.manager.v1.ClusterState
-	12, // 42: quire.manager.v1.ManagerService.AcknowledgeFailover:output_type -> quire.manager.v1.ClusterState
-	3,  // 43: quire.manager.v1.ManagerService.RevokeCertificate:output_type -> quire.manager.v1.RevokedCertificates
-	3,  // 44: quire.manager.v1.ManagerService.ListRevoked:output_type -> quire.manager.v1.RevokedCertificates
-	30, // [30:45] is the sub-list for method output_type
-	15, // [15:30] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	11, // 3: quire.manager.v1.EpochEntry.certificate:type_name -> quire.manager.v1.Certificate
+	34, // 4: quire.manager.v1.Certificate.positions:type_name -> quire.manager.v1.Certificate.PositionsEntry
+	9,  // 5: quire.manager.v1.ClusterState.members:type_name -> quire.manager.v1.Member
+	10, // 6: quire.manager.v1.ClusterState.epoch_history:type_name -> quire.manager.v1.EpochEntry
+	8,  // 7: quire.manager.v1.ClusterState.degraded:type_name -> quire.manager.v1.Degraded
+	13, // 8: quire.manager.v1.ClusterState.last_failover:type_name -> quire.manager.v1.Failover
+	14, // 9: quire.manager.v1.StatusResponse.state:type_name -> quire.manager.v1.ClusterState
+	18, // 10: quire.manager.v1.StatusResponse.managers:type_name -> quire.manager.v1.ManagerInfo
+	19, // 11: quire.manager.v1.StatusResponse.nodes:type_name -> quire.manager.v1.NodeStatus
+	17, // 12: quire.manager.v1.StatusResponse.failover:type_name -> quire.manager.v1.FailoverStatus
+	9,  // 13: quire.manager.v1.NodeStatus.member:type_name -> quire.manager.v1.Member
+	35, // 14: quire.manager.v1.NodeStatus.applied:type_name -> quire.manager.v1.NodeStatus.AppliedEntry
+	9,  // 15: quire.manager.v1.MembersResponse.members:type_name -> quire.manager.v1.Member
+	9,  // 16: quire.manager.v1.AddMemberRequest.member:type_name -> quire.manager.v1.Member
+	9,  // 17: quire.manager.v1.UpdateMemberRequest.member:type_name -> quire.manager.v1.Member
+	12, // 18: quire.manager.v1.HistoryResponse.decisions:type_name -> quire.manager.v1.Decision
+	10, // 19: quire.manager.v1.HistoryResponse.epochs:type_name -> quire.manager.v1.EpochEntry
+	13, // 20: quire.manager.v1.HistoryResponse.last_failover:type_name -> quire.manager.v1.Failover
+	5,  // 21: quire.manager.v1.ManagerService.RegisterAgent:input_type -> quire.manager.v1.RegisterAgentRequest
+	6,  // 22: quire.manager.v1.ManagerService.Heartbeat:input_type -> quire.manager.v1.HeartbeatRequest
+	15, // 23: quire.manager.v1.ManagerService.Status:input_type -> quire.manager.v1.StatusRequest
+	20, // 24: quire.manager.v1.ManagerService.Members:input_type -> quire.manager.v1.MembersRequest
+	22, // 25: quire.manager.v1.ManagerService.AddMember:input_type -> quire.manager.v1.AddMemberRequest
+	23, // 26: quire.manager.v1.ManagerService.UpdateMember:input_type -> quire.manager.v1.UpdateMemberRequest
+	24, // 27: quire.manager.v1.ManagerService.RemoveMember:input_type -> quire.manager.v1.RemoveMemberRequest
+	25, // 28: quire.manager.v1.ManagerService.SetK:input_type -> quire.manager.v1.SetKRequest
+	26, // 29: quire.manager.v1.ManagerService.SetPolicy:input_type -> quire.manager.v1.SetPolicyRequest
+	27, // 30: quire.manager.v1.ManagerService.SetSyncSet:input_type -> quire.manager.v1.SetSyncSetRequest
+	28, // 31: quire.manager.v1.ManagerService.SetSettings:input_type -> quire.manager.v1.SetSettingsRequest
+	29, // 32: quire.manager.v1.ManagerService.InitCluster:input_type -> quire.manager.v1.InitClusterRequest
+	30, // 33: quire.manager.v1.ManagerService.AcknowledgeFailover:input_type -> quire.manager.v1.AcknowledgeFailoverRequest
+	0,  // 34: quire.manager.v1.ManagerService.RevokeCertificate:input_type -> quire.manager.v1.RevokeCertificateRequest
+	1,  // 35: quire.manager.v1.ManagerService.ListRevoked:input_type -> quire.manager.v1.ListRevokedRequest
+	31, // 36: quire.manager.v1.ManagerService.History:input_type -> quire.manager.v1.HistoryRequest
+	7,  // 37: quire.manager.v1.ManagerService.RegisterAgent:output_type -> quire.manager.v1.Assignment
+	7,  // 38: quire.manager.v1.ManagerService.Heartbeat:output_type -> quire.manager.v1.Assignment
+	16, // 39: quire.manager.v1.ManagerService.Status:output_type -> quire.manager.v1.StatusResponse
+	21, // 40: quire.manager.v1.ManagerService.Members:output_type -> quire.manager.v1.MembersResponse
+	14, // 41: quire.manager.v1.ManagerService.AddMember:output_type -> quire.manager.v1.ClusterState
+	14, // 42: quire.manager.v1.ManagerService.UpdateMember:output_type -> quire.manager.v1.ClusterState
+	14, // 43: quire.manager.v1.ManagerService.RemoveMember:output_type -> quire.manager.v1.ClusterState
+	14, // 44: quire.manager.v1.ManagerService.SetK:output_type -> quire.manager.v1.ClusterState
+	14, // 45: quire.manager.v1.ManagerService.SetPolicy:output_type -> quire.manager.v1.ClusterState
+	14, // 46: quire.manager.v1.ManagerService.SetSyncSet:output_type -> quire.manager.v1.ClusterState
+	14, // 47: quire.manager.v1.ManagerService.SetSettings:output_type -> quire.manager.v1.ClusterState
+	14, // 48: quire.manager.v1.ManagerService.InitCluster:output_type -> quire.manager.v1.ClusterState
+	14, // 49: quire.manager.v1.ManagerService.AcknowledgeFailover:output_type -> quire.manager.v1.ClusterState
+	3,  // 50: quire.manager.v1.ManagerService.RevokeCertificate:output_type -> quire.manager.v1.RevokedCertificates
+	3,  // 51: quire.manager.v1.ManagerService.ListRevoked:output_type -> quire.manager.v1.RevokedCertificates
+	32, // 52: quire.manager.v1.ManagerService.History:output_type -> quire.manager.v1.HistoryResponse
+	37, // [37:53] is the sub-list for method output_type
+	21, // [21:37] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_manager_proto_init() }
@@ -2359,15 +2879,15 @@ func file_manager_proto_init() {
 	if File_manager_proto != nil {
 		return
 	}
-	file_manager_proto_msgTypes[16].OneofWrappers = []any{}
-	file_manager_proto_msgTypes[25].OneofWrappers = []any{}
+	file_manager_proto_msgTypes[19].OneofWrappers = []any{}
+	file_manager_proto_msgTypes[28].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manager_proto_rawDesc), len(file_manager_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

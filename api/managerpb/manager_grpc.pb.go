@@ -59,6 +59,7 @@ const (
 	ManagerService_AcknowledgeFailover_FullMethodName = "/quire.manager.v1.ManagerService/AcknowledgeFailover"
 	ManagerService_RevokeCertificate_FullMethodName   = "/quire.manager.v1.ManagerService/RevokeCertificate"
 	ManagerService_ListRevoked_FullMethodName         = "/quire.manager.v1.ManagerService/ListRevoked"
+	ManagerService_History_FullMethodName             = "/quire.manager.v1.ManagerService/History"
 )
 
 // ManagerServiceClient is the client API for ManagerService service.
@@ -101,6 +102,10 @@ type ManagerServiceClient interface {
 	// ListRevoked answers the revocation list. Agents poll it; any manager
 	// answers from its own (committed) state without forwarding.
 	ListRevoked(ctx context.Context, in *ListRevokedRequest, opts ...grpc.CallOption) (*RevokedCertificates, error)
+	// History is the failover decision log kept in Raft (every detection,
+	// refusal and promotion with its reasons) and the epoch history with each
+	// promotion's certificate.
+	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
 }
 
 type managerServiceClient struct {
@@ -261,6 +266,16 @@ func (c *managerServiceClient) ListRevoked(ctx context.Context, in *ListRevokedR
 	return out, nil
 }
 
+func (c *managerServiceClient) History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HistoryResponse)
+	err := c.cc.Invoke(ctx, ManagerService_History_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ManagerServiceServer is the server API for ManagerService service.
 // All implementations must embed UnimplementedManagerServiceServer
 // for forward compatibility.
@@ -301,6 +316,10 @@ type ManagerServiceServer interface {
 	// ListRevoked answers the revocation list. Agents poll it; any manager
 	// answers from its own (committed) state without forwarding.
 	ListRevoked(context.Context, *ListRevokedRequest) (*RevokedCertificates, error)
+	// History is the failover decision log kept in Raft (every detection,
+	// refusal and promotion with its reasons) and the epoch history with each
+	// promotion's certificate.
+	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
 	mustEmbedUnimplementedManagerServiceServer()
 }
 
@@ -355,6 +374,9 @@ func (UnimplementedManagerServiceServer) RevokeCertificate(context.Context, *Rev
 }
 func (UnimplementedManagerServiceServer) ListRevoked(context.Context, *ListRevokedRequest) (*RevokedCertificates, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListRevoked not implemented")
+}
+func (UnimplementedManagerServiceServer) History(context.Context, *HistoryRequest) (*HistoryResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method History not implemented")
 }
 func (UnimplementedManagerServiceServer) mustEmbedUnimplementedManagerServiceServer() {}
 func (UnimplementedManagerServiceServer) testEmbeddedByValue()                        {}
@@ -647,6 +669,24 @@ func _ManagerService_ListRevoked_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ManagerService_History_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServiceServer).History(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ManagerService_History_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServiceServer).History(ctx, req.(*HistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ManagerService_ServiceDesc is the grpc.ServiceDesc for ManagerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -713,6 +753,10 @@ var ManagerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListRevoked",
 			Handler:    _ManagerService_ListRevoked_Handler,
+		},
+		{
+			MethodName: "History",
+			Handler:    _ManagerService_History_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

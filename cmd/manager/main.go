@@ -103,7 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, up listen
 }
 
 func serve(ctx context.Context, cfg *config.Manager, bootstrap bool, logger *slog.Logger, up listening) (err error) {
-	var serverTLS, clientTLS *tls.Config
+	var serverTLS, clientTLS, agentTLS *tls.Config
 	revoked := certs.NewRevocationList() // follows the list in Raft once the node is open
 	if !cfg.TLS.InsecurePlaintext {
 		files := certs.Files{CA: cfg.TLS.CAFile, Cert: cfg.TLS.CertFile, Key: cfg.TLS.KeyFile}
@@ -119,6 +119,13 @@ func serve(ctx context.Context, cfg *config.Manager, bootstrap bool, logger *slo
 		// Revoked certificates are refused in every handshake, Raft's too.
 		certs.CheckRevoked(serverTLS, revoked)
 		certs.CheckRevoked(clientTLS, revoked)
+		// The leader's calls to the agents (failover) use their own
+		// client configuration: the servers they reach are agents.
+		if agentTLS, err = certs.ClientConfig(files, ""); err != nil {
+			return err
+		}
+		certs.RequirePeer(agentTLS, certs.WantRole(certs.RoleAgent))
+		certs.CheckRevoked(agentTLS, revoked)
 	} else {
 		logger.Error("TLS is OFF (tls.insecure_plaintext: true): callers are not authenticated and every call is allowed; loopback tests only")
 	}
@@ -183,6 +190,7 @@ func serve(ctx context.Context, cfg *config.Manager, bootstrap bool, logger *slo
 	srv, err := server.New(server.Config{
 		Node: node, Peers: peers, TLS: clientTLS, Insecure: cfg.TLS.InsecurePlaintext, Logger: logger, Registerer: reg,
 		InitSettings: &consensus.Settings{FailoverTimeout: cfg.Failover.Timeout, AntiFlapWindow: cfg.Failover.AntiFlapWindow},
+		AutoFailover: cfg.Failover.Auto, AgentTLS: agentTLS,
 	})
 	if err != nil {
 		return err

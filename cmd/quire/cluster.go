@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -190,6 +191,13 @@ func printStatus(w io.Writer, st manager.Status, now time.Time) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if f := st.Failover; f != nil && f.State != "healthy" && f.State != "off" {
+		since := ""
+		if !f.Since.IsZero() {
+			since = fmt.Sprintf(" (for %.1fs)", max(0, now.Sub(f.Since).Seconds()))
+		}
+		problems = append(problems, fmt.Sprintf("failover: %s%s: %s", f.State, since, f.Reason))
 	}
 	for _, p := range problems {
 		fmt.Fprintln(w, p)
@@ -403,6 +411,91 @@ func runAckFailover(args []string, stdout, stderr io.Writer) error {
 			lf.At.Format(time.RFC3339), lf.Epoch, lf.From, lf.To, lf.AcknowledgedBy)
 	}
 	return printState(stdout, f.json, st, summary)
+}
+
+// runHistory implements `quire history`.
+func runHistory(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("history", stderr)
+	f := addClusterFlags(fs)
+	if _, err := positional(fs, args); err != nil {
+		return err
+	}
+	cl, ctx, done, err := f.connect("history")
+	if err != nil {
+		return err
+	}
+	defer done()
+	h, err := cl.History(ctx)
+	if err != nil {
+		return err
+	}
+	if f.json {
+		return printJSON(stdout, h)
+	}
+	return printHistory(stdout, h)
+}
+
+// printHistory prints the decision log, one decision a line, then the
+// epoch history with each promotion's certificate.
+func printHistory(w io.Writer, h manager.History) error {
+	if len(h.Decisions) == 0 {
+		fmt.Fprintln(w, "no decisions recorded")
+	}
+	for _, d := range h.Decisions {
+		node := d.Node
+		if node == "" {
+			node = "-"
+		}
+		by := ""
+		if d.By != "" {
+			by = " by " + d.By
+		}
+		fmt.Fprintf(w, "%s  %-9s  epoch %d  %s%s: %s\n", d.At.UTC().Format("2006-01-02T15:04:05.000Z"), d.Kind, d.Epoch, node, by, d.Reason)
+	}
+	if len(h.Epochs) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "EPOCH\tPRIMARY\tFIRST SEQNO\tSTARTED\tAUTOMATIC\tCERTIFICATE")
+	for _, e := range h.Epochs {
+		at := "-"
+		if !e.At.IsZero() {
+			at = e.At.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\n", e.Epoch, e.Primary, e.FirstSeqno, at, yesNo(e.Automatic), certificateText(e.Certificate))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if lf := h.LastFailover; lf != nil {
+		ack := "not acknowledged (quire ack-failover)"
+		if lf.Acknowledged {
+			ack = fmt.Sprintf("acknowledged by %s at %s", lf.AcknowledgedBy, lf.AcknowledgedAt.UTC().Format(time.RFC3339))
+		}
+		fmt.Fprintf(w, "\nlast automatic failover %s: epoch %d, %s -> %s; %s\n", lf.At.UTC().Format(time.RFC3339), lf.Epoch, lf.From, lf.To, ack)
+	}
+	return nil
+}
+
+// certificateText summarizes a failover certificate in one line.
+func certificateText(c *manager.Certificate) string {
+	if c == nil {
+		return "-"
+	}
+	s := fmt.Sprintf("commit index %d (%s), new primary at %d/%d", c.CommitIndex, c.CommitIndexFrom, c.PrimaryEpoch, c.PrimarySeqno)
+	if len(c.Positions) > 0 {
+		ids := slices.Sorted(maps.Keys(c.Positions))
+		var ps []string
+		for _, id := range ids {
+			ps = append(ps, id+" "+c.Positions[id])
+		}
+		s += "; positions " + strings.Join(ps, ", ")
+	}
+	if c.LossPossibleSince > 0 {
+		s += fmt.Sprintf("; LOSS POSSIBLE from seqno %d (degraded)", c.LossPossibleSince)
+	}
+	return s
 }
 
 // runMembers implements `quire members [list|add|update|remove]`.

@@ -210,3 +210,93 @@ func TestClusterCommandErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestHistoryCommand: `quire history` prints the decision log and the
+// epochs; --json the same as data. The commands go to a follower, which
+// forwards them: the log still names the operator.
+func TestHistoryCommand(t *testing.T) {
+	c := managertest.Start(t, 3, managertest.Options{})
+	q := newCLI(t, c)
+	follower := c.Addrs()[(c.Leader()+1)%3]
+	for i, f := range q.flags {
+		if f == "--managers" {
+			q.flags[i+1] = follower
+		}
+	}
+	q.ok("members", "add", "--id", "a", "--mysql", "127.0.0.1:33061", "--agent", "127.0.0.1:7401")
+	q.ok("members", "add", "--id", "b", "--mysql", "127.0.0.1:33062", "--agent", "127.0.0.1:7402")
+	q.ok("init", "--primary", "a", "--sync-set", "b")
+	out := q.ok("history")
+	for _, want := range []string{"promotion  epoch 1  a by operator: cluster initialised with primary a",
+		"EPOCH  PRIMARY  FIRST SEQNO", "1      a        1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("history lacks %q:\n%s", want, out)
+		}
+	}
+	var h manager.History
+	if err := json.Unmarshal([]byte(q.ok("history", "--json")), &h); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Decisions) != 1 || h.Decisions[0].Kind != "promotion" || len(h.Epochs) != 1 || h.Epochs[0].Primary != "a" {
+		t.Fatalf("history --json: %+v", h)
+	}
+}
+
+func TestPrintHistory(t *testing.T) {
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	h := manager.History{
+		Decisions: []manager.Decision{
+			{At: at, Kind: "detection", Epoch: 1, Node: "a", By: "m1", Reason: "primary a: its agent reports the database gone"},
+			{At: at.Add(time.Second), Kind: "refusal", Epoch: 1, Node: "b", By: "m1", Reason: "election refused: positions from 1 of 2"},
+		},
+		Epochs: []manager.EpochEntry{
+			{Epoch: 1, Primary: "a", FirstSeqno: 1},
+			{Epoch: 2, Primary: "b", FirstSeqno: 11, At: at, Automatic: true, Certificate: &manager.Certificate{
+				CommitIndex: 9, CommitIndexFrom: "a", PrimarySeqno: 10, PrimaryEpoch: 1,
+				Positions: map[string]string{"c": "1/9", "b": "1/10"}, LossPossibleSince: 8}},
+		},
+		LastFailover: &manager.Failover{At: at, Epoch: 2, From: "a", To: "b"},
+	}
+	var out bytes.Buffer
+	if err := printHistory(&out, h); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"2026-03-01T12:00:00.000Z  detection  epoch 1  a by m1: primary a: its agent reports the database gone\n",
+		"2026-03-01T12:00:01.000Z  refusal    epoch 1  b by m1: election refused",
+		"2      b        11           2026-03-01T12:00:00Z  yes        commit index 9 (a), new primary at 1/10; positions b 1/10, c 1/9; LOSS POSSIBLE from seqno 8 (degraded)",
+		"last automatic failover 2026-03-01T12:00:00Z: epoch 2, a -> b; not acknowledged (quire ack-failover)",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("history lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// TestPrintStatusFailover: the failover driver's state is listed after the
+// table when it is neither healthy nor off.
+func TestPrintStatusFailover(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 10, 0, time.UTC)
+	st := manager.Status{ClusterState: manager.ClusterState{Epoch: 1, Primary: "a", Policy: "strict"},
+		Nodes: []manager.NodeStatus{{ID: "a", Role: manager.RolePrimary}}}
+	for _, tt := range []struct {
+		f    *manager.FailoverStatus
+		want string
+	}{
+		{nil, ""},
+		{&manager.FailoverStatus{Automatic: true, State: "healthy", Reason: "primary a is healthy"}, ""},
+		{&manager.FailoverStatus{State: "off"}, ""},
+		{&manager.FailoverStatus{Automatic: true, State: "refused", Reason: "election refused: missing c", Since: now.Add(-2 * time.Second)},
+			"failover: refused (for 2.0s): election refused: missing c\n"},
+	} {
+		st.Failover = tt.f
+		var out bytes.Buffer
+		if err := printStatus(&out, st, now); err != nil {
+			t.Fatal(err)
+		}
+		has := strings.Contains(out.String(), "failover:")
+		if tt.want == "" && has || tt.want != "" && !strings.HasSuffix(out.String(), tt.want) {
+			t.Errorf("status with %+v:\n%s\nwant the failover line %q", tt.f, out.String(), tt.want)
+		}
+	}
+}

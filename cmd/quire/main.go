@@ -54,6 +54,8 @@ Cluster commands (talk to any manager):
   quire set-sync-set ID,...                           replace the sync set ("" for none)
   quire set-settings [--failover-timeout D] [--anti-flap-window D]
   quire ack-failover [--by NAME]                      lift the anti-flapping block
+  quire history                                       the failover decision log and the epochs
+                                                      with their failover certificates
   Flags of every cluster command:
     --managers H:P,...  (env QUIRE_MANAGERS)   --json   --timeout D (default 15s)
     --tls-ca F --tls-cert F --tls-key F  (env QUIRE_TLS_CA, QUIRE_TLS_CERT, QUIRE_TLS_KEY)  or  --insecure
@@ -103,6 +105,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runSetSettings(args[1:], stdout, stderr)
 	case "ack-failover":
 		return runAckFailover(args[1:], stdout, stderr)
+	case "history":
+		return runHistory(args[1:], stdout, stderr)
 	}
 	return fmt.Errorf("unknown command %q: %w", args[0], errUsage)
 }

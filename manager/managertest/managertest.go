@@ -35,6 +35,11 @@ type Options struct {
 	Insecure bool
 	// CommitRecordInterval is passed to the servers (default 100ms).
 	CommitRecordInterval time.Duration
+	// AutoFailover lets the leader fail over automatically (off by
+	// default, so that tests which kill a primary on purpose keep it).
+	AutoFailover bool
+	// Agents, if set, replaces the servers' gRPC client of the agents.
+	Agents server.Agents
 }
 
 // Cluster is a set of in-process managers. Managers[i] is nil while
@@ -232,12 +237,29 @@ func (c *Cluster) ClientTLS(name string) *tls.Config {
 	return cfg
 }
 
+// agentTLS is manager name's client configuration towards the agents
+// (the failover driver's AgentControl calls).
+func (c *Cluster) agentTLS(name string) *tls.Config {
+	c.t.Helper()
+	if c.opts.Insecure {
+		return nil
+	}
+	cfg, err := certs.ClientConfig(c.Files(name), "")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	certs.RequirePeer(cfg, certs.WantRole(certs.RoleAgent))
+	certs.CheckRevoked(cfg, c.Revoked)
+	return cfg
+}
+
 func (c *Cluster) serve(i int, node *consensus.Node, ln net.Listener) *Manager {
 	c.t.Helper()
 	id := node.ID()
 	srv, err := server.New(server.Config{
-		Node: node, Peers: c.peers, TLS: c.ClientTLS(id), Insecure: c.opts.Insecure,
+		Node: node, Peers: c.peers, TLS: c.ClientTLS(id), AgentTLS: c.agentTLS(id), Insecure: c.opts.Insecure,
 		Logger: Logger(c.t).With("manager", id), CommitRecordInterval: c.opts.CommitRecordInterval,
+		AutoFailover: c.opts.AutoFailover, Agents: c.opts.Agents,
 	})
 	if err != nil {
 		c.t.Fatal(err)

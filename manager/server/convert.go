@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/quire-ha/quire/api/managerpb"
@@ -23,13 +24,46 @@ func stateToPB(s consensus.State) *managerpb.ClusterState {
 		p.Members = append(p.Members, memberToPB(m))
 	}
 	for _, e := range s.EpochHistory {
-		p.EpochHistory = append(p.EpochHistory, &managerpb.EpochEntry{Epoch: e.Epoch, Primary: e.Primary, FirstSeqno: e.FirstSeqno})
+		p.EpochHistory = append(p.EpochHistory, epochToPB(e))
 	}
-	if f := s.LastFailover; f != nil {
-		p.LastFailover = &managerpb.Failover{
-			AtUnixMicro: unixMicro(f.At), Epoch: f.Epoch, From: f.From, To: f.To, Reason: f.Reason,
-			Acknowledged: f.Acknowledged, AcknowledgedBy: f.AcknowledgedBy, AcknowledgedAtUnixMicro: unixMicro(f.AcknowledgedAt),
+	p.LastFailover = failoverToPB(s.LastFailover)
+	return p
+}
+
+func epochToPB(e consensus.EpochEntry) *managerpb.EpochEntry {
+	p := &managerpb.EpochEntry{Epoch: e.Epoch, Primary: e.Primary, FirstSeqno: e.FirstSeqno,
+		AtUnixMicro: unixMicro(e.At), Automatic: e.Automatic, Reason: e.Reason}
+	if c := e.Certificate; c != nil {
+		p.Certificate = &managerpb.Certificate{CommitIndex: c.CommitIndex, CommitIndexFrom: c.CommitIndexFrom,
+			PrimarySeqno: c.PrimarySeqno, PrimaryEpoch: c.PrimaryEpoch, LossPossibleSince: c.LossPossibleSince}
+		if len(c.Positions) > 0 {
+			p.Certificate.Positions = map[string]string{}
+			for id, pos := range c.Positions {
+				p.Certificate.Positions[id] = fmt.Sprintf("%d/%d", pos.Epoch, pos.Seqno)
+			}
 		}
+	}
+	return p
+}
+
+func failoverToPB(f *consensus.Failover) *managerpb.Failover {
+	if f == nil {
+		return nil
+	}
+	return &managerpb.Failover{
+		AtUnixMicro: unixMicro(f.At), Epoch: f.Epoch, From: f.From, To: f.To, Reason: f.Reason,
+		Acknowledged: f.Acknowledged, AcknowledgedBy: f.AcknowledgedBy, AcknowledgedAtUnixMicro: unixMicro(f.AcknowledgedAt),
+	}
+}
+
+func historyToPB(s consensus.State) *managerpb.HistoryResponse {
+	p := &managerpb.HistoryResponse{LastFailover: failoverToPB(s.LastFailover)}
+	for _, d := range s.Decisions {
+		p.Decisions = append(p.Decisions, &managerpb.Decision{AtUnixMicro: unixMicro(d.At), Kind: string(d.Kind), Epoch: d.Epoch,
+			Node: d.Node, By: d.By, Reason: d.Reason})
+	}
+	for _, e := range s.EpochHistory {
+		p.Epochs = append(p.Epochs, epochToPB(e))
 	}
 	return p
 }

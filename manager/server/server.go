@@ -92,6 +92,18 @@ type Config struct {
 	// RequestTimeout bounds a call whose context has no deadline (default
 	// 10s).
 	RequestTimeout time.Duration
+	// AutoFailover lets this manager, while it leads, fail the primary over
+	// automatically (config failover.auto). Without it the leader still
+	// detects failures and records them, and promotes nobody.
+	AutoFailover bool
+	// FailoverInterval is how often at most the leader runs a detection
+	// step besides the heartbeats that trigger one (default 100ms).
+	FailoverInterval time.Duration
+	// AgentTLS is the client side of mutual TLS towards the agents
+	// (AgentControl); nil means TLS (the same certificate).
+	AgentTLS *tls.Config
+	// Agents, if set, replaces the gRPC client of the agents (tests).
+	Agents Agents
 }
 
 // Server implements managerpb.ManagerServiceServer.
@@ -119,6 +131,8 @@ type Server struct {
 	// handled, its Raft changes included, before the member's next one, so
 	// an answer always reflects every earlier report.
 	hbLocks map[string]*sync.Mutex
+
+	drv *failoverDriver
 
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -178,15 +192,32 @@ func New(cfg Config) (*Server, error) {
 	if !self {
 		return nil, fmt.Errorf("manager server: this manager %q is not in the peer list", s.id)
 	}
+	if cfg.FailoverInterval <= 0 {
+		cfg.FailoverInterval = DefaultFailoverInterval
+		s.cfg.FailoverInterval = cfg.FailoverInterval
+	}
+	agents := cfg.Agents
+	if agents == nil {
+		creds := s.creds
+		if cfg.AgentTLS != nil {
+			creds = credentials.NewTLS(cfg.AgentTLS)
+		}
+		agents = newGRPCAgents(creds)
+	}
+	s.drv = newFailoverDriver(s, agents, cfg.AutoFailover, cfg.FailoverInterval)
 	if cfg.Registerer != nil {
 		m, err := newMetrics(cfg.Registerer, s)
 		if err != nil {
 			return nil, err
 		}
 		s.met = m
+		if s.drv.met, err = newFailoverMetrics(cfg.Registerer); err != nil {
+			return nil, err
+		}
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.watchLeadership()
+	go s.drv.run()
 	return s, nil
 }
 
@@ -208,6 +239,9 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.wg.Wait()
 	var errs []error
+	if err := s.drv.agents.Close(); err != nil {
+		errs = append(errs, err)
+	}
 	for a, c := range conns {
 		if err := c.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("manager server: close connection to %s: %w", a, err))
@@ -301,6 +335,9 @@ func (s *Server) Heartbeat(ctx context.Context, req *managerpb.HeartbeatRequest)
 	s.mu.Unlock()
 	if s.met != nil {
 		s.met.heartbeats.Inc()
+	}
+	if r.NodeID == st.Primary || r.DatabaseGone || (r.Role == manager.RoleReplica && !r.PrimaryStream) {
+		s.drv.poke() // may matter to failure detection: decide now, not at the next tick
 	}
 	f := primaryFollowUp(st, r, now)
 	if f.mark != nil {
@@ -398,6 +435,7 @@ func (s *Server) Status(ctx context.Context, req *managerpb.StatusRequest) (*man
 		LeaderGrpcAddr: s.byID[s.id].GRPCAddr,
 		CommitSeqno:    commit,
 		Nodes:          nodes,
+		Failover:       s.drv.status(),
 	}
 	conf, err := s.node.Configuration()
 	if err != nil {
@@ -409,6 +447,18 @@ func (s *Server) Status(ctx context.Context, req *managerpb.StatusRequest) (*man
 		})
 	}
 	return resp, nil
+}
+
+// History implements managerpb.ManagerServiceServer: the decision log and
+// the epoch history with the promotions' certificates.
+func (s *Server) History(ctx context.Context, req *managerpb.HistoryRequest) (*managerpb.HistoryResponse, error) {
+	if resp, err, done := forward(s, ctx, "History", req, managerpb.ManagerServiceClient.History); done {
+		return resp, err
+	}
+	if err := s.syncRead(ctx); err != nil {
+		return nil, err
+	}
+	return historyToPB(s.node.State()), nil
 }
 
 // Members implements managerpb.ManagerServiceServer.
@@ -526,6 +576,10 @@ func (s *Server) InitCluster(ctx context.Context, req *managerpb.InitClusterRequ
 	if req.GetPrimary() == "" {
 		return nil, status.Error(codes.InvalidArgument, `init_cluster: primary="": is empty`)
 	}
+	if req.GetBy() == "" {
+		// Name the caller before a forward replaces it with this manager.
+		req = &managerpb.InitClusterRequest{Primary: req.GetPrimary(), FirstSeqno: req.GetFirstSeqno(), SyncSet: req.GetSyncSet(), By: peerName(ctx)}
+	}
 	if resp, err, done := forward(s, ctx, "InitCluster", req, managerpb.ManagerServiceClient.InitCluster); done {
 		return resp, err
 	}
@@ -542,7 +596,8 @@ func (s *Server) InitCluster(ctx context.Context, req *managerpb.InitClusterRequ
 		return nil, status.Errorf(codes.FailedPrecondition,
 			"init_cluster: the cluster is already initialised: epoch %d, primary %s (use switchover to change the primary)", st.Epoch, st.Primary)
 	}
-	cmd := consensus.SetPrimary{Epoch: 1, Primary: req.GetPrimary(), FirstSeqno: max(req.GetFirstSeqno(), 1)}
+	cmd := consensus.SetPrimary{Epoch: 1, Primary: req.GetPrimary(), FirstSeqno: max(req.GetFirstSeqno(), 1),
+		At: time.Now(), Reason: "cluster initialised with primary " + req.GetPrimary(), By: req.GetBy()}
 	if len(req.GetSyncSet()) > 0 {
 		cmd.SyncSet = req.GetSyncSet()
 	}

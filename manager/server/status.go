@@ -257,6 +257,9 @@ func nodeStatuses(st consensus.State, pos map[string]Position, now time.Time) ([
 		n.LastHeartbeatUnixMicro = unixMicro(p.Received)
 		n.Degraded = p.Degraded
 		n.Error = p.Error
+		n.PrimaryStream = p.PrimaryStream
+		n.StreamLostMs = p.StreamLost.Milliseconds()
+		n.DatabaseGone = p.DatabaseGone
 		if !hasPrim {
 			continue
 		}

@@ -225,21 +225,11 @@ func (c *Cluster) FilesAs(name string, role certs.Role) certs.Files {
 // only managers as servers.
 func (c *Cluster) ClientTLS(name string) *tls.Config {
 	c.t.Helper()
-	if c.opts.Insecure {
-		return nil
-	}
-	cfg, err := certs.ClientConfig(c.Files(name), "")
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	certs.RequirePeer(cfg, certs.WantRole(certs.RoleManager))
-	certs.CheckRevoked(cfg, c.Revoked)
-	return cfg
+	return c.clientTLS(name, certs.RoleManager)
 }
 
-// agentTLS is manager name's client configuration towards the agents
-// (the failover driver's AgentControl calls).
-func (c *Cluster) agentTLS(name string) *tls.Config {
+// clientTLS is name's client configuration towards servers of role peer.
+func (c *Cluster) clientTLS(name string, peer certs.Role) *tls.Config {
 	c.t.Helper()
 	if c.opts.Insecure {
 		return nil
@@ -248,7 +238,7 @@ func (c *Cluster) agentTLS(name string) *tls.Config {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	certs.RequirePeer(cfg, certs.WantRole(certs.RoleAgent))
+	certs.RequirePeer(cfg, certs.WantRole(peer))
 	certs.CheckRevoked(cfg, c.Revoked)
 	return cfg
 }
@@ -257,7 +247,7 @@ func (c *Cluster) serve(i int, node *consensus.Node, ln net.Listener) *Manager {
 	c.t.Helper()
 	id := node.ID()
 	srv, err := server.New(server.Config{
-		Node: node, Peers: c.peers, TLS: c.ClientTLS(id), AgentTLS: c.agentTLS(id), Insecure: c.opts.Insecure,
+		Node: node, Peers: c.peers, TLS: c.ClientTLS(id), AgentTLS: c.clientTLS(id, certs.RoleAgent), Insecure: c.opts.Insecure,
 		Logger: Logger(c.t).With("manager", id), CommitRecordInterval: c.opts.CommitRecordInterval,
 		AutoFailover: c.opts.AutoFailover, Agents: c.opts.Agents,
 	})

@@ -281,6 +281,13 @@ up() {
   for i in 1 2 3; do start_agent "$i"; done
   init_cluster
   write_cluster_json
+  # The status is worth printing once every node has taken its role.
+  local deadline=$((SECONDS + 30))
+  until quire status --json 2>/dev/null | tr -d ' \n' | grep -q '"nodes":\[' && \
+        ! quire status --json 2>/dev/null | tr -d ' \n' | grep -q '"healthy":false'; do
+    [ $SECONDS -ge $deadline ] && break
+    sleep 0.3
+  done
   echo
   quire status || true
   cat <<TXT

@@ -96,6 +96,9 @@ type Agent struct {
 
 	serving  atomic.Bool // primary: extracting and serving the log
 	writable atomic.Bool // primary: its database was last seen writable
+	// dbSeen is when the heartbeat's probe last found the database
+	// answering (unix ns), or -1 when its last probe failed; 0 before any.
+	dbSeen atomic.Int64
 	// promoteMu serializes Promote: the managers' leader and the follower
 	// may both call it.
 	promoteMu sync.Mutex
@@ -444,48 +447,77 @@ func (a *Agent) serveStatus(w http.ResponseWriter, _ *http.Request) {
 	enc.Encode(redactStatus(a.Status())) // no raw database errors without authentication (redact.go)
 }
 
-// servePrimary answers 200 only on a writable primary (HAProxy checks).
-func (a *Agent) servePrimary(w http.ResponseWriter, r *http.Request) {
+// servePrimary answers 200 only on the writable primary of the current
+// epoch (HAProxy httpchk). It runs no query: it reads the state the role's
+// own loops keep (keepWritable probes the database every heartbeat), so a
+// load balancer polling it costs the database nothing.
+func (a *Agent) servePrimary(w http.ResponseWriter, _ *http.Request) {
 	st := a.Status()
-	if st.Role.Kind != RolePrimary || st.RoleError != "" {
-		http.Error(w, "not the primary", http.StatusServiceUnavailable)
-		return
-	}
-	var ro bool
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	if err := a.db.QueryRowContext(ctx, "SELECT @@global.read_only").Scan(&ro); err != nil {
-		http.Error(w, "database unreachable", http.StatusServiceUnavailable)
-		return
-	}
-	if ro {
-		http.Error(w, "primary is read-only", http.StatusServiceUnavailable)
+	asg, known := a.assignment()
+	if err := primaryReady(st, a.leaseHeld(st.Role.Epoch), a.managed(), known, asg.Epoch, asg.Primary); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
 	fmt.Fprintln(w, "primary")
 }
 
+// primaryReady decides /primary from cached state: this agent serves the
+// primary role without error, its database was last seen writable and,
+// under managers, it holds the lease and the managers' last assignment
+// names it primary of the same epoch (an old primary cut off from a newer
+// term answers 503 even before it fences itself).
+func primaryReady(st Status, leaseHeld, managed, assigned bool, asgEpoch uint64, asgPrimary string) error {
+	switch {
+	case st.Role.Kind != RolePrimary:
+		return errors.New("not the primary")
+	case st.RoleError != "":
+		return errors.New("primary role failing")
+	case !st.Writable:
+		return errors.New("primary database not writable")
+	case !managed:
+		return nil
+	case !assigned:
+		return errors.New("no assignment from the managers yet")
+	case asgPrimary != st.Node || asgEpoch != st.Role.Epoch:
+		return fmt.Errorf("the managers name %s primary of epoch %d", asgPrimary, asgEpoch)
+	case !leaseHeld:
+		return errors.New("primary lease not held")
+	}
+	return nil
+}
+
 // serveReplica answers 200 only on a healthy replica whose applier runs
-// and lags by at most max_lag (default ReplicaMaxLag) transactions.
+// and lags by at most max_lag_tx (default ReplicaMaxLag) committed
+// transactions; max_lag is the older name. Like /primary it runs no query:
+// the applier reports a database it cannot reach as an error.
 func (a *Agent) serveReplica(w http.ResponseWriter, r *http.Request) {
 	maxLag := uint64(ReplicaMaxLag)
-	if v := r.URL.Query().Get("max_lag"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			http.Error(w, "max_lag: want a number of transactions", http.StatusBadRequest)
-			return
+	for _, name := range []string{"max_lag", "max_lag_tx"} {
+		if v := r.URL.Query().Get(name); v != "" {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				http.Error(w, name+": want a number of transactions", http.StatusBadRequest)
+				return
+			}
+			maxLag = n
 		}
-		maxLag = n
 	}
 	if err := replicaHealthy(redactStatus(a.Status()), maxLag); err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	if err := a.db.PingContext(ctx); err != nil {
+	switch seen := a.dbSeen.Load(); {
+	case seen < 0:
 		http.Error(w, "database unreachable", http.StatusServiceUnavailable)
 		return
+	case seen == 0 || time.Since(time.Unix(0, seen)) > 3*a.cfg.Replication.Heartbeat:
+		// No recent probe (no managers send heartbeats): ask the database.
+		ctx, cancel := context.WithTimeout(r.Context(), probeTimeout)
+		defer cancel()
+		if err := a.db.PingContext(ctx); err != nil {
+			http.Error(w, "database unreachable", http.StatusServiceUnavailable)
+			return
+		}
 	}
 	fmt.Fprintln(w, "replica")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -262,6 +263,16 @@ func (c *managedCluster) afterFailover(cli *manager.Client, w *writer, killed ti
 	})
 	c.waitRows(len(acked), time.Minute, otherIdx)
 	c.checkAcked(otherIdx, acked)
+	// Load balancers' health checks follow: /primary on the new primary
+	// only, /replica on the other node.
+	waitHTTP(t, "http://"+newP.HTTPAddr+"/primary", http.StatusOK, time.Minute)
+	waitHTTP(t, "http://"+other.HTTPAddr+"/replica?max_lag_tx=1000", http.StatusOK, time.Minute)
+	if code, body := httpGet(t, "http://"+other.HTTPAddr+"/primary"); code != http.StatusServiceUnavailable {
+		t.Fatalf("/primary on the replica %s: %d %q", other.Opts.Node, code, body)
+	}
+	if code, body := httpGet(t, "http://"+newP.HTTPAddr+"/replica"); code != http.StatusServiceUnavailable {
+		t.Fatalf("/replica on the new primary: %d %q", code, body)
+	}
 	// The decision log has the detection and the promotion, with a
 	// certificate.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -302,6 +313,10 @@ func TestFailoverPrimaryDatabaseKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.afterFailover(cli, w, killed, "database gone")
+	// The old primary's agent lives on: its /primary must say no.
+	if code, body := httpGet(t, "http://"+c.procs[0].HTTPAddr+"/primary"); code != http.StatusServiceUnavailable {
+		t.Fatalf("/primary on the old primary: %d %q", code, body)
+	}
 	// Well inside the 30 s timeout: the fast path did it.
 	if d := time.Since(killed); d > 25*time.Second {
 		t.Fatalf("the failover took %s: the fast path did not act", d)
@@ -322,4 +337,20 @@ func TestFailoverPrimaryNodeKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.afterFailover(cli, w, killed, "lost their streams too")
+}
+
+// waitHTTP polls url until it answers code.
+func waitHTTP(t *testing.T, url string, code int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got, body := httpGet(t, url)
+		if got == code {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s answered %d %q for %s, want %d", url, got, body, timeout, code)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -240,6 +240,9 @@ func (a *Agent) report(ctx context.Context) manager.Report {
 	ro, err := localdb.Probe(ctx, a.db, probeTimeout)
 	if err == nil {
 		r.DatabaseHealthy, r.ReadOnly = true, ro
+		a.dbSeen.Store(time.Now().UnixNano())
+	} else {
+		a.dbSeen.Store(-1)
 	}
 	r.DatabaseGone = localdb.Gone(err)
 	a.mu.Lock()

@@ -17,3 +17,7 @@ while :; do
   sleep 0.5
 done
 echo "demo-smoke: ok (the write is durable on db1, db2 and db3)"
+# The CLI with nothing but the demo's configuration file, as the demo says.
+env -u QUIRE_MANAGERS -u QUIRE_TLS_CA -u QUIRE_TLS_CERT -u QUIRE_TLS_KEY QUIRE_CONFIG="$demo/cli.yaml" \
+  "$top/bin/quire" status >/dev/null || { echo "demo-smoke: bin/quire status with QUIRE_CONFIG=$demo/cli.yaml failed"; exit 1; }
+echo "demo-smoke: ok (bin/quire status with QUIRE_CONFIG only)"

@@ -156,6 +156,17 @@ quire() {
   QUIRE_TLS_CERT="$demo/certs/operator.crt" QUIRE_TLS_KEY="$demo/certs/operator.key" "$bin/quire" "$@"
 }
 
+# write_cli_config: the CLI's configuration file (cmd/quire/cliconfig.go),
+# so that `export QUIRE_CONFIG=...` is all `bin/quire status` needs.
+write_cli_config() {
+  cat >"$demo/cli.yaml" <<YAML
+# quire CLI configuration for the demo: export QUIRE_CONFIG=$demo/cli.yaml
+managers: [127.0.0.1:$(mgr_port 1), 127.0.0.1:$(mgr_port 2), 127.0.0.1:$(mgr_port 3)]
+tls: {ca: certs/ca.crt, cert: certs/operator.crt, key: certs/operator.key}
+YAML
+  chmod 600 "$demo/cli.yaml"
+}
+
 make_certs() {
   [ -f "$demo/certs/ca.crt" ] && return
   "$bin/quire" certs init --dir "$demo/certs" --cn "Quire demo CA" >/dev/null
@@ -281,6 +292,7 @@ up() {
   for i in 1 2 3; do start_agent "$i"; done
   init_cluster
   write_cluster_json
+  write_cli_config
   # The status is worth printing once every node has taken its role.
   local deadline=$((SECONDS + 30))
   until quire status --json 2>/dev/null | tr -d ' \n' | grep -q '"nodes":\[' && \
@@ -298,6 +310,8 @@ Quire demo: three MariaDB instances, three agents and three managers run on
   write on the primary: mariadb --defaults-extra-file=$shown/app.cnf -h127.0.0.1 -P33061 app
                         (the application account: schema app, no way through read_only)
   cluster status:       make demo-status     (quire status with the demo's certificates)
+  the CLI directly:     export QUIRE_CONFIG=$demo/cli.yaml
+                        bin/quire status     (and every other cluster command)
   stop and remove:      make demo-down
 TXT
 }

@@ -8,9 +8,11 @@ import (
 	"io"
 	"maps"
 	"os"
+	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 
 // clusterFlags are the flags every cluster command takes.
 type clusterFlags struct {
+	config   string
 	managers string
 	ca       string
 	cert     string
@@ -33,6 +36,7 @@ type clusterFlags struct {
 
 func addClusterFlags(fs *flag.FlagSet) *clusterFlags {
 	f := &clusterFlags{}
+	fs.StringVar(&f.config, "config", "", "CLI configuration file (env QUIRE_CONFIG; default ~/.config/quire/cli.yaml)")
 	fs.StringVar(&f.managers, "managers", os.Getenv("QUIRE_MANAGERS"), "comma-separated gRPC addresses of the managers (env QUIRE_MANAGERS)")
 	fs.StringVar(&f.ca, "tls-ca", os.Getenv("QUIRE_TLS_CA"), "CA certificate (env QUIRE_TLS_CA)")
 	fs.StringVar(&f.cert, "tls-cert", os.Getenv("QUIRE_TLS_CERT"), "client certificate (env QUIRE_TLS_CERT)")
@@ -79,6 +83,9 @@ func positional(fs *flag.FlagSet, args []string, what ...string) ([]string, erro
 // connect returns a client of the managers and a context bounded by
 // --timeout.
 func (f *clusterFlags) connect(name string) (*manager.Client, context.Context, context.CancelFunc, error) {
+	if err := f.applyConfig(); err != nil {
+		return nil, nil, nil, fmt.Errorf("%s: %w", name, err)
+	}
 	var addrs []string
 	for _, a := range strings.Split(f.managers, ",") {
 		if a = strings.TrimSpace(a); a != "" {
@@ -86,7 +93,7 @@ func (f *clusterFlags) connect(name string) (*manager.Client, context.Context, c
 		}
 	}
 	if len(addrs) == 0 {
-		return nil, nil, nil, fmt.Errorf("%s: no managers: give --managers host:port,... or set QUIRE_MANAGERS: %w", name, errUsage)
+		return nil, nil, nil, fmt.Errorf("%s: no managers: give --managers host:port,..., set QUIRE_MANAGERS, or name them in a CLI configuration (--config, QUIRE_CONFIG or ~/.config/quire/cli.yaml): %w", name, errUsage)
 	}
 	if f.timeout <= 0 {
 		return nil, nil, nil, fmt.Errorf("%s: --timeout %s is not positive: %w", name, f.timeout, errUsage)
@@ -123,22 +130,54 @@ func printJSON(w io.Writer, v any) error {
 func runStatus(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("status", stderr)
 	f := addClusterFlags(fs)
+	watch := fs.Duration("watch", 0, "print the status again every D (e.g. 1s) until interrupted; errors are printed and retried")
 	if _, err := positional(fs, args); err != nil {
 		return err
+	}
+	if *watch < 0 || (*watch > 0 && *watch < 100*time.Millisecond) {
+		return fmt.Errorf("status: --watch %s: want at least 100ms: %w", *watch, errUsage)
 	}
 	cl, ctx, done, err := f.connect("status")
 	if err != nil {
 		return err
 	}
 	defer done()
+	if *watch == 0 {
+		return printStatusOnce(ctx, cl, f.json, stdout)
+	}
+	sig, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	for {
+		if !f.json {
+			fmt.Fprintf(stdout, "--- %s\n", time.Now().Format(time.RFC3339))
+		}
+		rctx, cancel := context.WithTimeout(sig, f.timeout)
+		err := printStatusOnce(rctx, cl, f.json, stdout)
+		cancel()
+		if sig.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			fmt.Fprintln(stdout, "status:", err)
+		}
+		select {
+		case <-sig.Done():
+			return nil
+		case <-time.After(*watch):
+		}
+	}
+}
+
+// printStatusOnce asks the managers once and prints the answer.
+func printStatusOnce(ctx context.Context, cl *manager.Client, asJSON bool, w io.Writer) error {
 	st, err := cl.Status(ctx)
 	if err != nil {
 		return err
 	}
-	if f.json {
-		return printJSON(stdout, st)
+	if asJSON {
+		return printJSON(w, st)
 	}
-	return printStatus(stdout, st, time.Now())
+	return printStatus(w, st, time.Now())
 }
 
 // printStatus prints the header line and the node table.

@@ -42,7 +42,8 @@ Usage:
                                                       switch its applier to N channels
 
 Cluster commands (talk to any manager):
-  quire status                                        cluster state and every node's positions
+  quire status [--watch D]                            cluster state and every node's positions
+                                                      (--watch: again every D until interrupted)
   quire members [list]                                list the members
   quire members add --id ID --mysql H:P --agent H:P [--manager H:P] [--priority N] [--no-primary]
   quire members update --id ID [--mysql H:P] [--agent H:P] [--manager H:P] [--priority N]
@@ -57,6 +58,7 @@ Cluster commands (talk to any manager):
   quire history                                       the failover decision log and the epochs
                                                       with their failover certificates
   Flags of every cluster command:
+    --config F  (env QUIRE_CONFIG; default ~/.config/quire/cli.yaml: managers, tls {ca, cert, key})
     --managers H:P,...  (env QUIRE_MANAGERS)   --json   --timeout D (default 15s)
     --tls-ca F --tls-cert F --tls-key F  (env QUIRE_TLS_CA, QUIRE_TLS_CERT, QUIRE_TLS_KEY)  or  --insecure
 `

@@ -9,6 +9,7 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/
 have mariadbd           || need_pkgs+=(mariadb-server)
 have mariadb            || need_pkgs+=(mariadb-client)
 have mariadb-install-db || need_pkgs+=(mariadb-server)
+have haproxy            || need_pkgs+=(haproxy)   # the demo's write and read ports
 # Benchmarks and checks; the test suite itself needs only MariaDB.
 if [ "${QUIRE_DEPS_BENCH:-0}" = 1 ]; then
   have sysbench          || need_pkgs+=(sysbench)
@@ -36,6 +37,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   fi
   # Debian starts the packaged server; Quire's tests and demo run their own.
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mariadb 2>/dev/null; then systemctl stop mariadb || true; fi
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet haproxy 2>/dev/null; then systemctl stop haproxy || true; fi
   exit 0
 fi
 

@@ -112,6 +112,10 @@ type Agent struct {
 	followErr error  // why the last attempt to follow asg failed (mu)
 	ignored   atomic.Bool
 	hbSeq     atomic.Uint64 // heartbeats sent
+	// hbNow asks the heartbeat loop to report at once instead of at its
+	// next tick (a role just failed: the managers' fast path should not
+	// wait up to a heartbeat to hear that the database is gone).
+	hbNow chan struct{}
 	// wantDegraded is the seqno the gate wants the degraded marker at, 0
 	// if none; askedSeq the first heartbeat that carried that wish.
 	wantDegraded atomic.Uint64
@@ -126,7 +130,7 @@ func New(cfg *config.Agent, logger *slog.Logger) (*Agent, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	a := &Agent{cfg: cfg, log: logger, reg: prometheus.NewRegistry(), role: Role{Kind: RoleNone}, started: time.Now()}
+	a := &Agent{cfg: cfg, log: logger, reg: prometheus.NewRegistry(), role: Role{Kind: RoleNone}, started: time.Now(), hbNow: make(chan struct{}, 1)}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	var err error

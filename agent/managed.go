@@ -193,6 +193,7 @@ func (a *Agent) runManaged(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-a.hbNow:
 		}
 		r := a.report(ctx)
 		seq := a.hbSeq.Add(1)

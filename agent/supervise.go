@@ -125,9 +125,16 @@ func (a *Agent) roleFailed(r Role, err error, retry time.Duration) {
 	a.log.Error("role failed; the supervisor runs it again", "role", r.Kind, "epoch", r.Epoch, "err", err, "retry_in", retry)
 	a.sup.failing.WithLabelValues(r.Kind).Set(1)
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if a.role == r {
 		a.roleErr, a.roleErrAt = err, time.Now()
+	}
+	a.mu.Unlock()
+	// Report now: when the primary's binlog dump broke because mariadbd
+	// died, the managers' fast path acts on this heartbeat. The backoff
+	// spaces failures, so this adds at most one heartbeat per retry.
+	select {
+	case a.hbNow <- struct{}{}:
+	default:
 	}
 }
 

@@ -39,13 +39,22 @@ type writer struct {
 	errs    int
 	lastErr error
 
+	// The ids are first, first+step, first+2*step, ...
+	first, step int
+
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
 func startWriter(t *testing.T, cli *manager.Client) *writer {
+	return startWriterAt(t, cli, 1, 1)
+}
+
+// startWriterAt starts a writer of ids first, first+step, ...: n writers
+// with first 1..n and step n never collide.
+func startWriterAt(t *testing.T, cli *manager.Client, first, step int) *writer {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &writer{t: t, cli: cli, cancel: cancel, done: make(chan struct{})}
+	w := &writer{t: t, cli: cli, cancel: cancel, done: make(chan struct{}), first: first, step: step}
 	go w.run(ctx)
 	t.Cleanup(w.stop)
 	return w
@@ -76,7 +85,7 @@ func (w *writer) run(ctx context.Context) {
 			db.Close()
 		}
 	}()
-	id := 1
+	id := w.first
 	for ctx.Err() == nil {
 		if db == nil {
 			a, err := w.primaryAddr(ctx)
@@ -114,7 +123,7 @@ func (w *writer) run(ctx context.Context) {
 		}
 		w.lastAck = now
 		w.mu.Unlock()
-		id++
+		id += w.step
 	}
 }
 
